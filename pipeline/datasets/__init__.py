@@ -1,0 +1,1 @@
+"""Datasets: protocols that turn raw corpora into prepared arrays, and batching."""
