@@ -1,0 +1,96 @@
+"""Likelihood bounds for any model, from the per-sequence Terms it returns.
+
+Single-sample ELBO:  log p(y | z) - KL(q || p), closed-form KL, z ~ q.
+Importance-weighted bound with K samples (Burda et al.):
+    log (1/K) sum_k p(y, z_k) / q(z_k | y),  z_k ~ q,
+batched over samples (the batch is repeated K times, in chunks to bound memory) and
+computed with logsumexp. For exact models (no latents) both equal log p(y).
+ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .datasets.batches import Batch
+
+
+def repeat_batch(batch: Batch, k: int) -> Batch:
+    """The batch stacked k times along the batch axis (sample-major: row s*B + b)."""
+    rep = lambda t: t.repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731
+    return Batch(rep(batch.x), rep(batch.y), rep(batch.mask))
+
+
+def draw_noise(model, batch: Batch, generator: torch.Generator | None = None):
+    """Standard-normal noise of the shape the model asks for (None for exact models)."""
+    shape = model.noise_shape(batch)
+    if shape is None:
+        return None
+    return torch.randn(shape, generator=generator, device=batch.mask.device)
+
+
+@torch.no_grad()
+def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sequence importance-weighted bound with k samples, shape (B,)."""
+    if k < 1:
+        raise ValueError(f"IWAE needs k >= 1 samples, got {k}")
+    if getattr(model, "exact", False):
+        return model(batch).log_px
+    B = batch.size
+    weights = []
+    for start in range(0, k, chunk):
+        c = min(chunk, k - start)
+        rep = repeat_batch(batch, c)
+        weights.append(model(rep, draw_noise(model, rep, generator)).log_weight.view(c, B))
+    return torch.logsumexp(torch.cat(weights), dim=0) - math.log(k)
+
+
+@torch.no_grad()
+def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
+             device="cpu", seed: int = 0, count_padded: bool = False) -> dict:
+    """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
+
+    samples_per_step: audio samples in one step (200 for speech frames), for per-sample
+    figures. count_padded: reproduce the official TIMIT quirk of dividing the per-sequence
+    sums by the padded number of sequences (batches * batch size) instead of the real one.
+    """
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    keys = ("elbo", "log_px", "kl", "aux", "log_weight")
+    tot = {k: 0.0 for k in keys + ("iwae", "steps")}
+    n_seq, n_batches, max_b, kl_dims = 0, 0, 0, None
+    for batch in loader:
+        batch = batch.to(device)
+        terms = model(batch, draw_noise(model, batch, gen))
+        for k in keys:
+            tot[k] += float(getattr(terms, k).sum())
+        tot["steps"] += float(terms.steps.sum())
+        if terms.kl_dims is not None:
+            s = terms.kl_dims.sum(0)
+            kl_dims = s if kl_dims is None else kl_dims + s
+        if iwae_k:
+            tot["iwae"] += float(iwae_bound(model, batch, iwae_k, iwae_chunk, gen).sum())
+        n_seq += batch.size
+        n_batches += 1
+        max_b = max(max_b, batch.size)
+    model.train(was_training)
+    if n_seq == 0:
+        raise ValueError("evaluation split is empty")
+    denom = n_batches * max_b if count_padded else n_seq
+    out = {"sequences": n_seq, "steps": int(tot["steps"]), "denominator": denom}
+    for k in ("elbo", "log_px", "kl", "aux") + (("iwae",) if iwae_k else ()):
+        out[f"{k}_per_seq"] = tot[k] / denom
+        out[f"{k}_per_step"] = tot[k] / tot["steps"]
+        out[f"{k}_per_sample"] = tot[k] / (tot["steps"] * samples_per_step)
+    if iwae_k:
+        out["iwae_k"] = iwae_k
+    if kl_dims is not None:
+        per_dim = (kl_dims / n_seq).tolist()
+        out["kl_per_dim"] = per_dim
+        # a unit is "active" when it carries more than 0.01 nats per sequence on average
+        out["active_units"] = int(sum(v > 0.01 for v in per_dim))
+    out["exact"] = bool(getattr(model, "exact", False))
+    return out

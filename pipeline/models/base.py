@@ -1,0 +1,74 @@
+"""What every model returns, and small helpers the models share.
+
+A model is an nn.Module with
+  forward(batch, noise=None) -> Terms         per-sequence loss terms
+  noise_shape(batch) -> tuple | None          shape of the standard-normal noise it uses
+  generate(n, steps, first=None) -> Tensor    sequences sampled from the prior
+and a class attribute `exact` (True when log_px is the exact log-likelihood). The bounds,
+the trainer and the reports use only this, never the model's type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Terms:
+    """Per-sequence terms, each of shape (B,), summed over scored steps.
+
+    log_px: log p(y | z, ...) of the targets (exact log-likelihood for deterministic models)
+    log_pz, log_qz: log prior / posterior density of the sampled z (0 without latents)
+    kl: closed-form KL(q || p) summed over time and z dimensions
+    aux: auxiliary cost (Z-Forcing), bwd_nll: backward-head NLL; 0 where not used
+    steps: number of scored steps
+    kl_dims: KL per latent dimension summed over time, (B, z_dim), or None
+    """
+    log_px: torch.Tensor
+    log_pz: torch.Tensor
+    log_qz: torch.Tensor
+    kl: torch.Tensor
+    aux: torch.Tensor
+    bwd_nll: torch.Tensor
+    steps: torch.Tensor
+    kl_dims: torch.Tensor | None = None
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """Single-sample ELBO with the closed-form KL."""
+        return self.log_px - self.kl
+
+    @property
+    def log_weight(self) -> torch.Tensor:
+        """log p(y, z) - log q(z | y) of the sampled z: the importance weight."""
+        return self.log_px + self.log_pz - self.log_qz
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def deterministic_terms(log_px: torch.Tensor, steps: torch.Tensor) -> Terms:
+    zero = torch.zeros_like(log_px)
+    return Terms(log_px, zero, zero, zero, zero, zero, steps)
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over time of a (B, T) per-step quantity, padded steps contributing exactly 0
+    (torch.where, so a NaN in a padded step cannot leak through 0 * NaN)."""
+    return torch.where(mask > 0, x, torch.zeros_like(x)).sum(1)
+
+
+def reverse_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) gather index that reverses each sequence within its own length and leaves the
+    padding in place. The map is its own inverse. Masks are prefixes (scored steps first)."""
+    B, T = mask.shape
+    t = torch.arange(T, device=mask.device).expand(B, T)
+    length = mask.sum(1, keepdim=True).long()
+    return torch.where(t < length, length - 1 - t, t)
+
+
+def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, T, ...) reordered along time by index (B, T)."""
+    idx = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)

@@ -1,0 +1,104 @@
+"""Shared building blocks: the clipped leaky ReLU, Gaussian MLP heads, input embeddings,
+the authors' initialisation and the LSTM step (plain or with conditional layer norm).
+
+LSTM gates follow PyTorch's order (input, forget, cell, output). Input-side
+pre-activations depend only on the data, so models compute them for all steps at once and
+the recurrent loop only adds the hidden-side part.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+CLAMP = 8.0  # prior / posterior / aux outputs are clamped to [-8, 8] (official code)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with slope 1/3, clipped to [-3, 3] (the authors' LReLU)."""
+    return F.leaky_relu(x, 1.0 / 3.0).clamp(-3.0, 3.0)
+
+
+class GaussianMLP(nn.Module):
+    """in -> Linear -> LReLU -> Linear -> (mu, logvar), both clamped to [-8, 8]."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.l1 = nn.Linear(in_dim, hidden)
+        self.l2 = nn.Linear(hidden, 2 * out_dim)
+
+    def from_hidden(self, pre: torch.Tensor):
+        """Finish the MLP given the first layer's pre-activation (lets callers fuse l1)."""
+        mu, logvar = self.l2(lrelu(pre)).clamp(-CLAMP, CLAMP).chunk(2, dim=-1)
+        return mu, logvar
+
+    def forward(self, x: torch.Tensor):
+        return self.from_hidden(self.l1(x))
+
+
+class Embedding(nn.Module):
+    """Input embedding shared by the forward and backward paths.
+
+    audio: Linear(frame -> emb); binary/tokens: an embedding table. Dropout after both.
+    """
+
+    def __init__(self, data: str, x_dim: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.data = data
+        if data == "audio":
+            self.net = nn.Linear(x_dim, emb_dim)
+        else:
+            self.net = nn.Embedding(2 if data == "binary" else x_dim, emb_dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.data != "audio":
+            x = x.long()
+        return self.drop(self.net(x))
+
+
+def init_lstm_(w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor | None, rnn_dim: int):
+    """Authors' init: input weights U(+-1/sqrt(rnn_dim)), recurrent orthogonal (per gate
+    block), biases zero."""
+    with torch.no_grad():
+        bound = 1.0 / math.sqrt(rnn_dim)
+        w_ih.uniform_(-bound, bound)
+        for block in w_hh.chunk(4, dim=0):
+            nn.init.orthogonal_(block)
+        if bias is not None:
+            bias.zero_()
+
+
+def lstm_update(gates: torch.Tensor, c: torch.Tensor):
+    """One LSTM state update from the summed pre-activations (B, 4r)."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise over the last dim with std = sqrt(unbiased var + eps) (authors' cond LN)."""
+    mu = x.mean(-1, keepdim=True)
+    var = x.var(-1, keepdim=True, unbiased=True)
+    return (x - mu) / torch.sqrt(var + eps)
+
+
+class LayerNormLSTMInput(nn.Module):
+    """Input side of the conditional-LN LSTM: LN(W_ih e) * gain + bias (no LSTM biases)."""
+
+    def __init__(self, gates: int):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(gates))
+        self.bias = nn.Parameter(torch.zeros(gates))
+
+    def forward(self, pre: torch.Tensor) -> torch.Tensor:
+        return layer_norm(pre) * self.gain + self.bias
+
+
+def cond_ln_hidden(pre_h: torch.Tensor, gain_shift: torch.Tensor) -> torch.Tensor:
+    """Hidden side of the conditional-LN LSTM: LN(W_hh h) * (1 + g) + s, where (g, s) come
+    from z_t, already clamped to [-3, 3]."""
+    g, s = gain_shift.chunk(2, dim=-1)
+    return layer_norm(pre_h) * (1.0 + g) + s

@@ -1,0 +1,161 @@
+"""Z-Forcing (Goyal et al. 2017): a latent z_t per step conditions an LSTM; the posterior
+reads a backward LSTM state b_t over the future targets; an auxiliary cost makes z_t
+reconstruct b_t. SPEC.md §1 gives every detail; comments name the authors' flags.
+
+Shapes: inputs are batch-first, the recurrence runs time-major. Everything that depends
+only on the data (embeddings, the backward LSTM, its share of the posterior, the
+input-side LSTM pre-activations) is computed for all steps at once; everything that
+depends only on the recurrence's outputs (prior, KL, aux, output likelihood) is computed
+after the loop. The loop keeps one fused matmul on h_{t-1}, the posterior and the LSTM
+update, with no host synchronisation and no branching on tensor values.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..datasets.batches import Batch
+from .base import Terms, gather_time, masked_sum, reverse_index
+from .distributions import gaussian_log_prob, kl_gaussian, make_output
+from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
+                     lrelu, lstm_update)
+
+
+class ZForcing(nn.Module):
+    exact = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
+        self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)
+        # backward LSTM over the reversed targets (inference only)
+        self.bwd_rnn = nn.LSTM(e, r, batch_first=True)
+        init_lstm_(self.bwd_rnn.weight_ih_l0, self.bwd_rnn.weight_hh_l0, self.bwd_rnn.bias_ih_l0, r)
+        nn.init.zeros_(self.bwd_rnn.bias_hh_l0)
+        self.prior = GaussianMLP(r, m, z)              # p(z_t | h_{t-1})
+        self.post = GaussianMLP(2 * r, m, z)           # q(z_t | h_{t-1}, b_t), input [h; b]
+        # aux net: z_t only (z_force, paper Eq. 8) or [h_{t-1}; z_t] (authors' code default).
+        # The code's z_force multiplies h by 0; dropping those inputs is the same function.
+        self.aux = GaussianMLP(z if cfg.z_force else r + z, m, r)
+        if cfg.cond_ln:
+            # no LSTM biases; input side LN with its own gain/bias, hidden side LN conditioned on z
+            self.w_ih = nn.Linear(e, 4 * r, bias=False)
+            self.w_hh = nn.Linear(r, 4 * r, bias=False)
+            self.ln_in = LayerNormLSTMInput(4 * r)
+            self.z_ln = nn.Sequential(nn.Linear(z, m), _LReLU(), nn.Linear(m, 8 * r))
+            init_lstm_(self.w_ih.weight, self.w_hh.weight, None, r)
+        else:
+            self.z_proj = nn.Linear(z, m)                   # z -> mlp, no nonlinearity
+            self.w_ih = nn.Linear(e + m, 4 * r)             # LSTM input [emb(x_t); proj(z_t)]
+            self.w_hh = nn.Linear(r, 4 * r, bias=False)
+            init_lstm_(self.w_ih.weight, self.w_hh.weight, self.w_ih.bias, r)
+        self.out = make_output(cfg.output, r, cfg.x_dim, components=cfg.gmm_components)
+        # optional backward-likelihood head on b_t predicting x_t (--bwd)
+        self.bwd_out = (make_output(cfg.output, r, cfg.x_dim, components=cfg.gmm_components)
+                        if cfg.bwd > 0 else None)
+
+    # -- pieces shared by training and generation ------------------------------------------
+    def _input_preacts(self, ex_t: torch.Tensor) -> torch.Tensor:
+        """Input-side LSTM pre-activations for all steps, (T, B, 4r)."""
+        e = self.cfg.emb_dim
+        if self.cfg.cond_ln:
+            return self.ln_in(F.linear(ex_t, self.w_ih.weight))
+        return F.linear(ex_t, self.w_ih.weight[:, :e], self.w_ih.bias)
+
+    def _gates(self, pre_x, hh, z):
+        """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
+        if self.cfg.cond_ln:
+            return pre_x + cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0))
+        w_z = self.w_ih.weight[:, self.cfg.emb_dim:]
+        return pre_x + hh + F.linear(self.z_proj(z), w_z)
+
+    def noise_shape(self, batch: Batch):
+        B, T = batch.mask.shape
+        return (B, T, self.cfg.z_dim)
+
+    # -- training / evaluation ---------------------------------------------------------------
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+        cfg = self.cfg
+        r = cfg.rnn_dim
+        mask = batch.mask
+        B, T = mask.shape
+        if noise is None:
+            noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
+
+        ex, ey = self.emb(batch.x), self.emb(batch.y)
+        # backward state b_t summarises y_t..y_T; reversing within each length keeps the
+        # padding out of every real step (quirk 4 of the official code, corrected)
+        rev = reverse_index(mask)
+        b = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev)
+
+        tm = lambda a: a.transpose(0, 1)  # noqa: E731  batch-first -> time-major view
+        b_t, eps = tm(b), tm(noise)
+        pre_x = self._input_preacts(tm(ex))
+        w_q = self.post.l1.weight
+        q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
+
+        h = c = mask.new_zeros(B, r)
+        hs, mus, logvars, zs = [], [], [], []
+        for t in range(T):
+            hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(hq + q_b[t])
+            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
+            h, c = lstm_update(self._gates(pre_x[t], hh, z), c)
+            hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
+
+        H = torch.stack(hs)                                       # h_1..h_T
+        H_prev = torch.cat([H.new_zeros(1, B, r), H[:-1]])        # h_0..h_{T-1}
+        mu_q, lv_q, Z = torch.stack(mus), torch.stack(logvars), torch.stack(zs)
+        mu_p, lv_p = self.prior(H_prev)
+
+        kl_el = kl_gaussian(mu_q, lv_q, mu_p, lv_p)               # (T, B, z)
+        log_pz = gaussian_log_prob(Z, mu_p, lv_p).sum(-1)
+        log_qz = gaussian_log_prob(Z, mu_q, lv_q).sum(-1)
+
+        mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
+        target = b_t.detach()                                     # aux target gets no gradient
+        if cfg.use_l2:
+            aux = ((target - torch.tanh(mu_a)) ** 2).sum(-1)
+        else:
+            aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
+
+        log_px = self.out.log_prob(H, tm(batch.y))
+        bwd = (-self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None
+               else torch.zeros_like(log_px))
+
+        m_t = tm(mask)
+        s = lambda a: masked_sum(tm(a), mask)  # noqa: E731
+        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
+                     aux=s(aux), bwd_nll=s(bwd), steps=mask.sum(1),
+                     kl_dims=(kl_el * m_t.unsqueeze(-1)).sum(0))
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
+                 sample_output: bool = True) -> torch.Tensor:
+        """Sample n sequences of `steps` targets from the prior. The first input is `first`
+        (n, x_dim) or a zero frame / zero token; each target becomes the next input."""
+        cfg = self.cfg
+        dev = self.w_hh.weight.device
+        h = c = torch.zeros(n, cfg.rnn_dim, device=dev)
+        x = first if first is not None else (
+            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
+            else torch.zeros(n, dtype=torch.long, device=dev))
+        ys = []
+        for _ in range(steps):
+            mu_p, lv_p = self.prior(h)
+            z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
+            pre_x = self._input_preacts(self.emb(x).unsqueeze(0))[0]
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z), c)
+            x = self.out.sample(h) if sample_output else self.out.mean(h)
+            ys.append(x)
+        return torch.stack(ys, 1)
+
+
+class _LReLU(nn.Module):
+    def forward(self, x):
+        return lrelu(x)
