@@ -1,0 +1,115 @@
+"""Atomic outputs: whole prepared directories, JSON files and streamed int16 arrays."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+CHUNK = 1 << 22  # samples per copy chunk: bounds memory whatever the corpus size
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def save_npy(path, array) -> None:
+    tmp = f"{path}.tmp{os.getpid()}.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(out):
+    """Build a directory beside `out` and swap it in only when the block succeeds."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
+            os.replace(out, os.path.join(old, "x"))
+        os.replace(tmp, out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Int16Stream:
+    """Append int16 audio to a raw temp file; later turn it into .npy arrays chunk by chunk.
+
+    Keeps memory bounded: nothing but the current utterance is ever in RAM.
+    """
+
+    def __init__(self, workdir, name):
+        self.path = os.path.join(workdir, f"{name}.raw")
+        self._f = open(self.path, "wb")
+        self.samples = 0
+
+    def append(self, pcm: np.ndarray) -> None:
+        pcm = np.ascontiguousarray(pcm, dtype=np.int16)
+        self._f.write(pcm.tobytes())
+        self.samples += len(pcm)
+
+    def close(self) -> np.memmap:
+        self._f.close()
+        if self.samples == 0:
+            return np.zeros(0, np.int16)
+        return np.memmap(self.path, dtype=np.int16, mode="r", shape=(self.samples,))
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def copy_frames(raw: np.ndarray, out_path, frame_size: int) -> int:
+    """Write raw[: F*frame_size] as an (F, frame_size) int16 .npy; returns F."""
+    n_frames = len(raw) // frame_size
+    tmp = f"{out_path}.tmp{os.getpid()}.npy"
+    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(n_frames, frame_size))
+    flat = dst.reshape(-1)
+    for a in range(0, n_frames * frame_size, CHUNK):
+        b = min(a + CHUNK, n_frames * frame_size)
+        flat[a:b] = raw[a:b]
+    dst.flush()
+    del dst, flat
+    os.replace(tmp, out_path)
+    return n_frames
+
+
+def moments(arr: np.ndarray) -> tuple[float, float, int]:
+    """Global mean and std of an int16 array of any size, accumulated in float64 chunks."""
+    flat = arr.reshape(-1)
+    s = ss = 0.0
+    for a in range(0, len(flat), CHUNK):
+        c = np.asarray(flat[a:a + CHUNK], dtype=np.float64)
+        s += c.sum()
+        ss += np.dot(c, c)
+    n = len(flat)
+    if n == 0:
+        raise ValueError("no training audio to compute statistics from")
+    mean = s / n
+    return float(mean), float(np.sqrt(max(ss / n - mean * mean, 0.0))), n
