@@ -72,3 +72,14 @@ def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x (B, T, ...) reordered along time by index (B, T)."""
     idx = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, idx)
+
+
+def check_batch(cfg, batch) -> None:
+    """Clear error when the data does not fit the model (shapes only: no device sync)."""
+    want = (batch.mask.dim() + 1) if cfg.data == "audio" else batch.mask.dim()
+    if batch.x.dim() != want or batch.y.shape != batch.x.shape or batch.x.shape[:2] != batch.mask.shape:
+        raise ValueError(f"batch shapes x{tuple(batch.x.shape)} y{tuple(batch.y.shape)} "
+                         f"mask{tuple(batch.mask.shape)} do not fit model data={cfg.data!r}")
+    if cfg.data == "audio" and batch.x.shape[-1] != cfg.x_dim:
+        raise ValueError(f"input frames have {batch.x.shape[-1]} values but the model has "
+                         f"x_dim={cfg.x_dim}: set model x_dim to the prepared frame size")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, gather_time, masked_sum, reverse_index
+from .base import Terms, check_batch, gather_time, masked_sum, reverse_index
 from .distributions import gaussian_log_prob, kl_gaussian, make_output
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update)
@@ -79,6 +79,7 @@ class ZForcing(nn.Module):
     # -- training / evaluation ---------------------------------------------------------------
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         cfg = self.cfg
+        check_batch(cfg, batch)
         r = cfg.rnn_dim
         mask = batch.mask
         B, T = mask.shape

@@ -1,0 +1,236 @@
+"""The training loop: SPEC §1's per-update loss, schedules, clipping, skipped updates,
+device-side logging, validation with the learning-rate recipe, and exact resume.
+
+Per update:  loss = mean_b[ -log p(y|...) + bwd*NLL_bwd + aux_w*AUX + kl_w*KL ]
+  kl_w  = min(kl_cap, kl_start + kl_step * good_updates) with kl_anneal, else 1
+  aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0)
+An update whose loss or gradient norm is not finite (or whose batch-mean KL reaches
+kl_skip) is skipped on the device: fused Adam receives a found-inf flag, as mixed-precision
+grad scalers do, so parameters, optimiser moments and step count stay put, and the
+good-update counter that drives the schedules does not advance. Loss terms are summed
+into device tensors and read every `log_every` updates: the step itself never waits for
+the host and never branches on a tensor value.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoint
+from .bounds import draw_noise, evaluate
+from .config import TrainConfig
+
+# order of the device-side accumulator vector
+ACC = ("loss", "log_px", "kl", "aux", "bwd_nll", "steps", "sequences", "grad_norm", "updates")
+
+
+@dataclass
+class Position:
+    """Where the run is: enough to resume at exactly the next batch."""
+    epoch: int = 0
+    index: int = 0            # next batch within the epoch
+    updates: int = 0          # attempted updates so far (good + skipped)
+    lr: float = 0.0
+    prev_valid: float | None = None
+    best_valid: float | None = None
+    history: list = field(default_factory=list)
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # fused Adam honours `found_inf`, which is how non-finite updates are skipped on device
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2),
+                            eps=cfg.adam_eps, weight_decay=cfg.weight_decay, fused=True)
+
+
+def schedule_weights(good: torch.Tensor, cfg: TrainConfig):
+    """(kl_weight, aux_weight) as device tensors, from the good-update counter."""
+    kl_w = (torch.clamp(cfg.kl_start + cfg.kl_step * good, max=cfg.kl_cap) if cfg.kl_anneal
+            else torch.ones_like(good))
+    if cfg.aux_anneal_updates:
+        aux_w = cfg.aux_weight * torch.clamp(good / cfg.aux_anneal_updates, max=1.0)
+    else:
+        aux_w = torch.full_like(good, cfg.aux_weight)
+    return kl_w, aux_w
+
+
+class Stepper:
+    """One optimisation step, all on the device. Holds the counters the schedules read."""
+
+    def __init__(self, model, opt, cfg: TrainConfig, device):
+        self.model, self.opt, self.cfg = model, opt, cfg
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.bwd = float(getattr(getattr(model, "cfg", None), "bwd", 0.0))
+        z = lambda: torch.zeros((), device=device, dtype=torch.float64)  # noqa: E731
+        self.good, self.skipped = z(), z()
+        self.acc = torch.zeros(len(ACC), device=device, dtype=torch.float64)
+        self.found_inf = torch.zeros((), device=device)
+        opt.found_inf = self.found_inf
+        opt.grad_scale = None
+
+    def __call__(self, batch, noise):
+        cfg = self.cfg
+        kl_w, aux_w = schedule_weights(self.good, cfg)
+        terms = self.model(batch, noise)
+        per_seq = (-terms.log_px + self.bwd * terms.bwd_nll
+                   + aux_w.float() * terms.aux + kl_w.float() * terms.kl)
+        loss = per_seq.mean()
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm)
+        if cfg.kl_skip:
+            bad = bad | (terms.kl.mean() >= cfg.kl_skip)
+        self.found_inf.copy_(bad)
+        self.opt.step()
+        ok = ~bad
+        self.good += ok
+        self.skipped += bad
+        vec = torch.stack([loss.detach(), terms.log_px.detach().sum(), terms.kl.detach().sum(),
+                           terms.aux.detach().sum(), terms.bwd_nll.detach().sum(),
+                           terms.steps.sum(), torch.tensor(float(batch.size), device=loss.device),
+                           gnorm.detach(), torch.ones((), device=loss.device)]).double()
+        self.acc += torch.where(ok, vec, torch.zeros_like(vec))
+        return kl_w, aux_w
+
+    def state(self) -> dict:
+        return {"good": self.good, "skipped": self.skipped, "acc": self.acc}
+
+    def load_state(self, s: dict):
+        self.good.copy_(s["good"]), self.skipped.copy_(s["skipped"]), self.acc.copy_(s["acc"])
+
+    def read_and_reset(self, kl_w, aux_w) -> dict:
+        """One host read of the accumulators: means per good update since the last read."""
+        a = dict(zip(ACC, self.acc.tolist()))
+        self.acc.zero_()
+        n = max(a["updates"], 1.0)
+        return {"loss": a["loss"] / n,
+                "nll_per_step": -a["log_px"] / max(a["steps"], 1.0),
+                "log_px_per_seq": a["log_px"] / max(a["sequences"], 1.0),
+                "kl_per_seq": a["kl"] / max(a["sequences"], 1.0),
+                "aux_per_seq": a["aux"] / max(a["sequences"], 1.0),
+                "bwd_nll_per_seq": a["bwd_nll"] / max(a["sequences"], 1.0),
+                "elbo_per_seq": (a["log_px"] - a["kl"]) / max(a["sequences"], 1.0),
+                "grad_norm": a["grad_norm"] / n,
+                "kl_weight": float(kl_w), "aux_weight": float(aux_w),
+                "good_updates": int(self.good), "skipped_updates": int(self.skipped),
+                "frames": a["steps"]}
+
+
+def _rng_state(gen: torch.Generator, device) -> dict:
+    s = {"torch": torch.get_rng_state(), "noise": gen.get_state()}
+    if torch.device(device).type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
+    return s
+
+
+def _set_rng_state(s: dict, gen: torch.Generator, device):
+    torch.set_rng_state(s["torch"])
+    gen.set_state(s["noise"])
+    if "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"], device)
+
+
+def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
+          ckpt_path: str | Path | None = None, on_log: Callable[[dict], None] | None = None,
+          on_eval: Callable[[dict], None] | None = None, eval_kwargs: dict | None = None) -> dict:
+    """Train `model` on `loader` (an object with num_batches and batch(epoch, index)).
+
+    Resumes from `ckpt_path` when it exists and saves there every cfg.ckpt_every updates and
+    at the end. Returns {"history", "best_state", "last_state", "position", "skipped"}.
+    """
+    model.to(device)
+    model.train()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    opt = make_optimizer(model, cfg)
+    step = Stepper(model, opt, cfg, device)
+    pos = Position(lr=cfg.lr)
+    best_state = None
+    ckpt_path = Path(ckpt_path) if ckpt_path else None
+    if ckpt_path and ckpt_path.exists():
+        ck = checkpoint.load(ckpt_path, map_location=device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step.load_state(ck["counters"])
+        _set_rng_state(ck["rng"], gen, device)
+        pos = Position(**ck["position"])
+        best_state = ck.get("best_model")
+        opt.found_inf, opt.grad_scale = step.found_inf, None
+    for group in opt.param_groups:
+        group["lr"] = pos.lr
+
+    def save():
+        if ckpt_path:
+            checkpoint.save_atomic({
+                "model": model.state_dict(), "optim": opt.state_dict(),
+                "counters": step.state(), "rng": _rng_state(gen, device),
+                "position": asdict(pos), "best_model": best_state,
+                "train_config": asdict(cfg)}, ckpt_path)
+
+    def validate():
+        nonlocal best_state
+        res = evaluate(model, valid_loader, device=device, seed=cfg.seed, **(eval_kwargs or {}))
+        bound = res["elbo_per_seq"]
+        halved = False
+        if (cfg.lr_schedule == "halve" and pos.prev_valid is not None and math.isfinite(bound)
+                and bound < pos.prev_valid and pos.lr > cfg.lr_floor):
+            pos.lr = max(pos.lr / 2.0, cfg.lr_floor)
+            for group in opt.param_groups:
+                group["lr"] = pos.lr
+            halved = True
+        pos.prev_valid = bound
+        if math.isfinite(bound) and (pos.best_valid is None or bound > pos.best_valid):
+            pos.best_valid = bound
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        rec = {"kind": "valid", "update": pos.updates, "epoch": pos.epoch,
+               "valid_elbo_per_seq": bound, "valid_elbo_per_step": res["elbo_per_step"],
+               "valid_kl_per_seq": res["kl_per_seq"], "lr": pos.lr, "lr_halved": halved}
+        pos.history.append(rec)
+        if on_eval:
+            on_eval(rec)
+
+    kl_w = aux_w = None
+    since_log, t0 = 0, time.perf_counter()
+
+    def log():
+        nonlocal since_log, t0
+        rec = step.read_and_reset(kl_w, aux_w)
+        dt = time.perf_counter() - t0
+        rec.update(kind="train", update=pos.updates, epoch=pos.epoch, lr=pos.lr,
+                   frames_per_s=rec.pop("frames") / dt if dt > 0 else 0.0,
+                   ms_per_update=1000.0 * dt / max(since_log, 1))
+        pos.history.append(rec)
+        since_log, t0 = 0, time.perf_counter()
+        if on_log:
+            on_log(rec)
+
+    while pos.updates < cfg.max_updates and pos.epoch < cfg.max_epochs:
+        while pos.index < loader.num_batches and pos.updates < cfg.max_updates:
+            batch = loader.batch(pos.epoch, pos.index).to(device)
+            kl_w, aux_w = step(batch, draw_noise(model, batch, gen))
+            pos.index += 1
+            pos.updates += 1
+            since_log += 1
+            if pos.updates % cfg.log_every == 0:
+                log()
+            if valid_loader is not None and cfg.eval_every and pos.updates % cfg.eval_every == 0:
+                validate()
+            if pos.updates % cfg.ckpt_every == 0:
+                save()
+        if pos.index >= loader.num_batches:
+            pos.epoch, pos.index = pos.epoch + 1, 0
+            if valid_loader is not None and not cfg.eval_every:
+                validate()
+    if since_log and kl_w is not None:
+        log()
+    if valid_loader is not None and (not pos.history or pos.history[-1]["kind"] != "valid"):
+        validate()
+    save()
+    last_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {"history": pos.history, "best_state": best_state or last_state,
+            "last_state": last_state, "position": asdict(pos), "skipped": int(step.skipped)}
