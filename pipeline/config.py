@@ -44,6 +44,9 @@ class ModelConfig:
     cond_ln: bool = False         # --cond_ln: z enters the LSTM through conditional layer norm
     use_l2: bool = False          # --use_l2: squared error aux cost instead of Gaussian NLL
     bwd: float = 0.0              # --bwd: weight of the backward-RNN likelihood head (0 = no head)
+    ar_hidden: int = 0            # ar_gaussian output: MADE hidden units (0 = 2 * x_dim, the family default)
+    param_budget: int = 0         # >0: rnn_dim is chosen so the model has about this many parameters
+                                  # (pipeline.models.budget.resolve_budget); 0: rnn_dim as given
 
     def __post_init__(self):
         self.validate()
@@ -59,6 +62,8 @@ class ModelConfig:
             ("dropout", 0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             ("gmm_components", self.gmm_components > 0, "must be positive"),
             ("bwd", self.bwd >= 0, "a loss weight cannot be negative"),
+            ("ar_hidden", self.ar_hidden >= 0, "cannot be negative (0 = family default)"),
+            ("param_budget", self.param_budget >= 0, "cannot be negative (0 = off)"),
         ])
 
 

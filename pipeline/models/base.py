@@ -83,3 +83,11 @@ def check_batch(cfg, batch) -> None:
     if cfg.data == "audio" and batch.x.shape[-1] != cfg.x_dim:
         raise ValueError(f"input frames have {batch.x.shape[-1]} values but the model has "
                          f"x_dim={cfg.x_dim}: set model x_dim to the prepared frame size")
+
+
+def output_head(cfg, in_dim: int):
+    """The output family named by cfg.output on features of size in_dim, with the family
+    options taken from the config (mixture size, MADE hidden units)."""
+    from .distributions import make_output
+    return make_output(cfg.output, in_dim, cfg.x_dim, components=cfg.gmm_components,
+                       hidden=cfg.ar_hidden or None)

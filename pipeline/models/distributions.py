@@ -15,6 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .layers import lrelu
+
 LOG2PI = math.log(2.0 * math.pi)
 
 
@@ -186,12 +188,10 @@ class ARGaussianOutput(nn.Module):
         hidden = hidden or 2 * d
         self.d, self.hidden = d, hidden
         # degrees: inputs/outputs 1..d, hidden units cycle through 1..d-1 (0 when d == 1:
-        # such a unit reads no sample and feeds no output)
+        # then the units read no sample and are a plain MLP on h)
         deg_in = torch.arange(1, d + 1)
         deg_h = (torch.arange(hidden) % max(d - 1, 1)) + 1 if d > 1 else torch.zeros(hidden, dtype=torch.long)
         mask_in = (deg_h.unsqueeze(1) >= deg_in.unsqueeze(0))               # (H, D)
-        if d == 1:
-            mask_in = torch.zeros(hidden, 1, dtype=torch.bool)
         mask_out = (deg_in.unsqueeze(1) > deg_h.unsqueeze(0))               # (D, H)
         mask_out = torch.cat([mask_out, mask_out])                          # mu and logvar rows
         mask_lin = torch.tril(torch.ones(d, d, dtype=torch.bool), diagonal=-1)
@@ -206,7 +206,7 @@ class ARGaussianOutput(nn.Module):
     def params(self, h, y):
         """(mu, logvar), each (..., D), of every sample given the frame's earlier samples."""
         a, b = self.ctx(h).split([self.hidden, 2 * self.d], dim=-1)
-        u = lrelu_(a + self.inp(y))
+        u = lrelu(a + self.inp(y))
         mu, raw = (b + self.out(u) + self.lin(y)).chunk(2, dim=-1)
         return mu, bounded_logvar(raw)
 
@@ -223,7 +223,7 @@ class ARGaussianOutput(nn.Module):
         w_lin = self.lin.weight * self.lin.mask                 # (2D, D)
         ys = []
         for i in range(d):
-            u = lrelu_(a)
+            u = lrelu(a)
             mu_i = b[..., i] + u @ w_out[i]
             lv_i = bounded_logvar(b[..., d + i] + u @ w_out[d + i])
             y_i = mu_i + torch.exp(0.5 * lv_i) * torch.randn_like(mu_i) if draw else mu_i
@@ -238,12 +238,6 @@ class ARGaussianOutput(nn.Module):
     def mean(self, h):
         """Greedy frame: each sample set to its conditional mean given the earlier ones."""
         return self._sequential(h, draw=False)
-
-
-def lrelu_(x: torch.Tensor) -> torch.Tensor:
-    """The authors' clipped leaky ReLU (same as layers.lrelu; local so this module keeps no
-    import cycle with layers)."""
-    return F.leaky_relu(x, 1.0 / 3.0).clamp(-3.0, 3.0)
 
 
 register_output("gmm", GMMOutput)
