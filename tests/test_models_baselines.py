@@ -145,3 +145,197 @@ def test_models_baselines_output_families_registered_and_usable_by_zforcing():
         cfg = tiny_cfg("zforcing", output=fam)
         terms = build_model(cfg)(toy_batch(), torch.randn(3, 7, 4))
         assert torch.isfinite(terms.elbo).all()
+
+
+# -- every baseline: registry, shapes, masks, signs ---------------------------------------
+
+def _run(model, batch, seed=0):
+    shape = model.noise_shape(batch)
+    noise = None if shape is None else torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return model(batch, noise), noise
+
+
+def test_models_baselines_registry_and_exactness():
+    for name in BASELINES + ["rnn", "vrnn", "vrnn_i", "zforcing_ar"]:
+        assert name in MODELS
+    fam = {"rnn_gauss": "gaussian", "rnn_gmm": "gmm", "rnn_ar": "ar_gaussian", "vrnn_i_gauss": "gaussian",
+           "vrnn_gauss": "gaussian", "vrnn_gmm": "gmm", "zforcing_ar": "ar_gaussian"}
+    for name, family in fam.items():
+        model = build_model(tiny_cfg(name, output="gmm" if family != "gmm" else "gaussian"))
+        assert model.cfg.output == family                 # the suffix fixes the family
+    for name in BASELINES:
+        model = build_model(tiny_cfg(name))
+        assert model.exact == name.startswith("rnn")
+        assert (model.noise_shape(toy_batch()) is None) == model.exact
+        assert count_parameters(model) > 0
+    with pytest.raises(ConfigError):
+        tiny_cfg("rnn", ar_hidden=-1)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_models_baselines_shapes_and_masks(name):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(name))
+    batch = toy_batch()
+    terms, noise = _run(model, batch)
+    B, T = batch.mask.shape
+    for k in ("log_px", "log_pz", "log_qz", "kl", "aux", "bwd_nll", "steps"):
+        assert getattr(terms, k).shape == (B,), k
+    torch.testing.assert_close(terms.steps, batch.mask.sum(1))
+    assert torch.isfinite(terms.elbo).all()
+    if model.exact:
+        assert terms.kl_dims is None
+    else:
+        assert noise.shape == (B, T, 4)
+        assert terms.kl_dims.shape == (B, 4)
+        torch.testing.assert_close(terms.kl_dims.sum(1), terms.kl, rtol=1e-5, atol=1e-4)
+    # padded steps contribute exactly nothing: garbage there (inputs, targets, noise) is ignored
+    pad = batch.mask == 0
+    assert pad.any()
+    bad = Batch(batch.x.masked_fill(pad.unsqueeze(-1), 1e3), batch.y.masked_fill(pad.unsqueeze(-1), float("nan")),
+                batch.mask)
+    bad_noise = None if noise is None else noise.masked_fill(pad.unsqueeze(-1), 50.0)
+    t2 = model(bad, bad_noise)
+    for k in ("log_px", "log_pz", "log_qz", "kl"):
+        torch.testing.assert_close(getattr(t2, k), getattr(terms, k), rtol=0, atol=0)
+    # and a sequence scored alone, trimmed to its length, gets the same terms
+    n = int(batch.mask[-1].sum())
+    alone = Batch(batch.x[-1:, :n], batch.y[-1:, :n], batch.mask[-1:, :n])
+    t3 = model(alone, None if noise is None else noise[-1:, :n])
+    for k in ("log_px", "log_pz", "log_qz", "kl"):
+        torch.testing.assert_close(getattr(t3, k), getattr(terms, k)[-1:], rtol=1e-5, atol=1e-4)
+    # gradients reach every parameter
+    (-terms.elbo.mean()).backward()
+    missing = [p for p, w in model.named_parameters() if w.grad is None]
+    assert not missing, missing
+    # generation from the prior
+    gen = model.generate(2, 3)
+    assert gen.shape == (2, 3, 6) and torch.isfinite(gen).all()
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_models_baselines_bound_sign_conventions(name):
+    from pipeline.bounds import iwae_bound
+    torch.manual_seed(1)
+    model = build_model(tiny_cfg(name)).eval()
+    batch = toy_batch(ragged=False)
+    terms, _ = _run(model, batch)
+    torch.testing.assert_close(terms.elbo, terms.log_px - terms.kl)
+    torch.testing.assert_close(terms.log_weight, terms.log_px + terms.log_pz - terms.log_qz)
+    with torch.no_grad():
+        if model.exact:                                 # "=": log_px is log p(y), nothing else
+            for k in ("log_pz", "log_qz", "kl", "aux", "bwd_nll"):
+                assert (getattr(terms, k) == 0).all(), k
+            torch.testing.assert_close(iwae_bound(model, batch, 4), terms.log_px)
+            return
+        # "≥": KL >= 0 per dimension; E_q[log q - log p] = KL; ELBO <= IWAE_k on average
+        assert (terms.kl_dims >= -1e-6).all()
+        big = Batch(batch.x.repeat(200, 1, 1), batch.y.repeat(200, 1, 1), batch.mask.repeat(200, 1))
+        t, _ = _run(model, big, seed=3)
+        mc = (t.log_qz - t.log_pz).view(200, -1).mean(0)
+        kl = t.kl.view(200, -1).mean(0)       # closed form given each sample's history
+        torch.testing.assert_close(mc, kl, rtol=0.1, atol=0.5)
+        elbo = t.elbo.view(200, -1).mean(0)
+        iwae = iwae_bound(model, batch, 64, generator=torch.Generator().manual_seed(4))
+        assert (iwae >= elbo - 0.05).all()
+
+
+def _sine_batch(n=32, steps=10, dim=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(steps + 1, dtype=torch.float32).view(1, -1, 1)
+    k = torch.arange(dim, dtype=torch.float32).view(1, 1, -1)
+    freq = 0.3 + 0.4 * torch.rand(n, 1, 1, generator=g)
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+    seq = torch.sin(freq * (t * dim + k) / dim * 3 + phase) + 0.1 * torch.randn(n, steps + 1, dim, generator=g)
+    return Batch(seq[:, :-1], seq[:, 1:], torch.ones(n, steps))
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_models_baselines_tiny_model_learns_toy_task(name):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(name, rnn_dim=24, emb_dim=12, mlp_dim=12))
+    batch = _sine_batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-5)
+    gen = torch.Generator().manual_seed(0)
+
+    def bound():
+        shape = model.noise_shape(batch)
+        return model(batch, None if shape is None else torch.randn(shape, generator=gen)).elbo.mean()
+
+    with torch.no_grad():
+        start = bound() / 10
+    for _ in range(150):
+        opt.zero_grad()
+        (-bound()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+    with torch.no_grad():
+        end = sum(bound() for _ in range(4)) / 40
+    # per frame of 6 noisy sine samples: from about -9 nats to well above 0
+    assert end > start + 6.0, (name, float(start), float(end))
+
+
+# -- latent structure -----------------------------------------------------------------------
+
+def _future_changed(batch, t):
+    """The same batch with every target after step t (and the inputs that copy them) changed."""
+    y = batch.y.clone()
+    y[:, t + 1:] += 1.0 + torch.randn_like(y[:, t + 1:])
+    x = batch.x.clone()
+    x[:, 1:] = y[:, :-1]
+    return Batch(x, y, batch.mask)
+
+
+def test_models_baselines_srnn_posterior_uses_the_future():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("srnn"))
+    batch = toy_batch(ragged=False)
+    batch.x[:, 1:] = batch.y[:, :-1]
+    noise = torch.randn(model.noise_shape(batch))
+    t = 2
+    v1 = model.latents(batch, noise)
+    v2 = model.latents(_future_changed(batch, t), noise)
+    # q(z_t) moves when only the future moves; the deterministic path d_t and the first
+    # prior (z_0 = 0) do not (later priors move only through the sampled z_{t-1})
+    for s in range(t + 1):
+        assert not torch.allclose(v1["mu_q"][s], v2["mu_q"][s])
+        assert not torch.allclose(v1["lv_q"][s], v2["lv_q"][s])
+    torch.testing.assert_close(v1["mu_p"][0], v2["mu_p"][0])
+    torch.testing.assert_close(v1["d"][:t + 2], v2["d"][:t + 2])
+    # Res_q: the posterior mean is the prior mean plus the residual net's output
+    hq = torch.cat([torch.cat([torch.zeros_like(v1["z"][:1]), v1["z"][:-1]]), v1["a"]], -1)
+    torch.testing.assert_close(v1["mu_q"], v1["mu_p"] + model.post(hq)[0])
+
+
+def test_models_baselines_vrnn_posterior_is_filtering():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("vrnn_gauss"))
+    batch = toy_batch(ragged=False)
+    batch.x[:, 1:] = batch.y[:, :-1]
+    noise = torch.randn(model.noise_shape(batch))
+    t = 2
+    v1, v2 = model.latents(batch, noise), model.latents(_future_changed(batch, t), noise)
+    torch.testing.assert_close(v1["mu_q"][:t + 1], v2["mu_q"][:t + 1])
+    assert not torch.allclose(v1["mu_q"][t + 1], v2["mu_q"][t + 1])
+
+
+def test_models_baselines_vrnn_i_prior_is_standard_normal():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("vrnn_i_gauss"))
+    assert model.prior is None
+    assert not any("prior" in n for n, _ in model.named_parameters())
+    batch = toy_batch()
+    noise = torch.randn(model.noise_shape(batch))
+    v = model.latents(batch, noise)
+    assert (v["mu_p"] == 0).all() and (v["lv_p"] == 0).all()
+    terms = model(batch, noise)
+    std = torch.distributions.Normal(0.0, 1.0)
+    q = torch.distributions.Normal(v["mu_q"], torch.exp(0.5 * v["lv_q"]))
+    m = batch.mask.t()
+    log_pz = (std.log_prob(v["z"]).sum(-1) * m).sum(0)
+    kl = (torch.distributions.kl_divergence(q, std).sum(-1) * m).sum(0)
+    torch.testing.assert_close(terms.log_pz, log_pz, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(terms.kl, kl, rtol=1e-5, atol=1e-4)
+    # the learned-prior VRNN has a data-dependent prior
+    learned = build_model(tiny_cfg("vrnn_gauss"))
+    assert learned.latents(batch, noise)["mu_p"].abs().sum() > 0

@@ -1,5 +1,22 @@
 """Model registry: the pipeline grid's `model` values -> builders taking a ModelConfig.
 
+Names (one per row of the paper's speech table, SPEC §2; `model.exact` says = or ≥):
+  zforcing       Z-Forcing, output family from cfg.output                      ≥
+  zforcing_ar    zforcing with output "ar_gaussian" (same family as rnn_ar)    ≥
+  rnn            LSTM baseline, output family from cfg.output                  =
+  rnn_gauss      rnn with output "gaussian" (RNN-Gauss)                        =
+  rnn_gmm        rnn with output "gmm", cfg.gmm_components (RNN-GMM)           =
+  rnn_ar         rnn with output "ar_gaussian" (Dai et al. 2019's fair RNN)    =
+  vrnn           VRNN, learned prior, output family from cfg.output            ≥
+  vrnn_i         VRNN with prior N(0, I), output family from cfg.output        ≥
+  vrnn_i_gauss   vrnn_i with output "gaussian" (VRNN-I-Gauss)                  ≥
+  vrnn_gauss     vrnn with output "gaussian" (VRNN-Gauss)                      ≥
+  vrnn_gmm       vrnn with output "gmm" (VRNN-GMM)                             ≥
+  srnn           SRNN, smoothing posterior + Res_q, output from cfg.output     ≥
+A name with a family suffix fixes the output family: the builder replaces cfg.output and
+the model's `cfg` holds the family actually used (read `model.cfg.output`, not the params).
+Budget matching across rows: pipeline.models.budget (cfg.param_budget).
+
 >>> from pipeline.config import ModelConfig
 >>> from pipeline.models import build_model
 >>> model = build_model(ModelConfig(name="zforcing", x_dim=200, rnn_dim=64, emb_dim=32,
@@ -7,16 +24,40 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
 from .base import Terms
+from .rnn import RNN
+from .srnn import SRNN
+from .vrnn import VRNN, VRNNI
 from .zforcing import ZForcing
+
+
+def with_output(builder: Callable[[ModelConfig], nn.Module], family: str):
+    """A builder that uses `builder` with cfg.output set to `family`."""
+    def build(cfg: ModelConfig) -> nn.Module:
+        return builder(replace(cfg, output=family))
+    build.__name__ = f"{getattr(builder, '__name__', 'model')}_{family}"
+    return build
+
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "zforcing": ZForcing,
+    "zforcing_ar": with_output(ZForcing, "ar_gaussian"),
+    "rnn": RNN,
+    "rnn_gauss": with_output(RNN, "gaussian"),
+    "rnn_gmm": with_output(RNN, "gmm"),
+    "rnn_ar": with_output(RNN, "ar_gaussian"),
+    "vrnn": VRNN,
+    "vrnn_i": VRNNI,
+    "vrnn_i_gauss": with_output(VRNNI, "gaussian"),
+    "vrnn_gauss": with_output(VRNN, "gaussian"),
+    "vrnn_gmm": with_output(VRNN, "gmm"),
+    "srnn": SRNN,
 }
 
 

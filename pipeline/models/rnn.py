@@ -1,0 +1,61 @@
+"""Deterministic LSTM baselines of the speech table (SPEC §2): RNN-Gauss, RNN-GMM and,
+after Dai et al. 2019 ("Re-examination of the role of latent variables in sequence
+modeling"), an RNN whose output is autoregressive inside the 200-sample frame.
+
+    h_t = LSTM(h_{t-1}, emb(x_t)),     p(y_t | h_t) = output family (cfg.output)
+
+The output family is the only difference between the rows: "gaussian" (one diagonal
+Gaussian per frame, Chung et al. 2015's RNN-Gauss), "gmm" (20 diagonal components over the
+whole frame, RNN-GMM), "ar_gaussian" (MADE-style masked layer, scored in parallel over the
+frame). The embedding, LSTM, init and output head are the shared pieces Z-Forcing uses.
+
+Exact: log_px is the exact log-likelihood (=), no latent variables, no noise.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..datasets.batches import Batch
+from .base import Terms, deterministic_terms, masked_sum, output_head
+from .layers import Embedding, init_lstm_
+
+
+class RNN(nn.Module):
+    exact = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        r = cfg.rnn_dim
+        self.emb = Embedding(cfg.data, cfg.x_dim, cfg.emb_dim, cfg.dropout)
+        self.rnn = nn.LSTM(cfg.emb_dim, r, batch_first=True)
+        init_lstm_(self.rnn.weight_ih_l0, self.rnn.weight_hh_l0, self.rnn.bias_ih_l0, r)
+        nn.init.zeros_(self.rnn.bias_hh_l0)
+        self.out = output_head(cfg, r)
+
+    def noise_shape(self, batch: Batch):
+        return None
+
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+        # a forward LSTM never reads later steps, so trailing padding cannot reach a real step
+        h, _ = self.rnn(self.emb(batch.x))                       # (B, T, r)
+        log_px = self.out.log_prob(h, batch.y)                   # (B, T)
+        return deterministic_terms(masked_sum(log_px, batch.mask), batch.mask.sum(1))
+
+    @torch.no_grad()
+    def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
+                 sample_output: bool = True) -> torch.Tensor:
+        """n sequences of `steps` targets; each target becomes the next input."""
+        cfg = self.cfg
+        dev = self.rnn.weight_hh_l0.device
+        x = first if first is not None else (
+            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
+            else torch.zeros(n, dtype=torch.long, device=dev))
+        state, ys = None, []
+        for _ in range(steps):
+            h, state = self.rnn(self.emb(x).unsqueeze(1), state)
+            x = self.out.sample(h[:, 0]) if sample_output else self.out.mean(h[:, 0])
+            ys.append(x)
+        return torch.stack(ys, 1)

@@ -1,0 +1,122 @@
+"""SRNN (Fraccaro et al. 2016, "Sequential Neural Models with Stochastic Layers"), the
+"SRNN (smooth + Res_q)" row of the speech table (SPEC §2).
+
+    deterministic  d_t = LSTM(d_{t-1}, emb(x_t))            (x_t = y_{t-1}: Fraccaro's u_t)
+    prior          p(z_t | z_{t-1}, d_t)                    Gaussian MLP on [z_{t-1}; d_t]
+    backward RNN   a_t = LSTM_bwd(a_{t+1}, [d_t; emb(y_t)])  (inference only)
+    posterior      q(z_t | z_{t-1}, a_t): smoothing, a_t summarises d_t.., y_t..y_T;
+                   Res_q: mean = prior mean + a residual predicted from [z_{t-1}; a_t]
+    decoder        p(y_t | z_t, d_t): LReLU(Linear([z_t; d_t] -> rnn_dim)) + output head
+with z_0 = 0. d_t and a_t use the shared LSTM init (Fraccaro et al. use GRUs); prior and
+posterior are the shared Gaussian MLPs (outputs clamped to [-8, 8], so the posterior mean
+lies within ±16). The backward RNN reverses each sequence within its own length
+(reverse_index / gather_time), so padding never reaches a real step.
+
+A bound (≥): log_px is log p(y | z) for one z ~ q; Terms carry log p(z), log q(z) and the
+closed-form KL (per step, given the sampled z_{t-1}).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..datasets.batches import Batch
+from .base import Terms, gather_time, masked_sum, output_head, reverse_index
+from .distributions import gaussian_log_prob, kl_gaussian
+from .layers import Embedding, GaussianMLP, init_lstm_, lrelu
+
+
+def _lstm(in_dim: int, r: int) -> nn.LSTM:
+    rnn = nn.LSTM(in_dim, r, batch_first=True)
+    init_lstm_(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, r)
+    nn.init.zeros_(rnn.bias_hh_l0)
+    return rnn
+
+
+class SRNN(nn.Module):
+    exact = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
+        self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)
+        self.fwd_rnn = _lstm(e, r)                       # d_t
+        self.bwd_rnn = _lstm(r + e, r)                   # a_t over [d_t; emb(y_t)], reversed
+        self.prior = GaussianMLP(z + r, m, z)            # [z_{t-1}; d_t]
+        self.post = GaussianMLP(z + r, m, z)             # [z_{t-1}; a_t] -> (residual mean, logvar)
+        self.dec = nn.Linear(z + r, r)                   # [z_t; d_t]
+        self.out = output_head(cfg, r)
+
+    def noise_shape(self, batch: Batch):
+        B, T = batch.mask.shape
+        return (B, T, self.cfg.z_dim)
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
+        """Deterministic states and every per-step latent quantity, time-major (T, B, ...)."""
+        cfg = self.cfg
+        z_dim, m = cfg.z_dim, cfg.mlp_dim
+        mask = batch.mask
+        B, T = mask.shape
+        if noise is None:
+            noise = torch.randn(B, T, z_dim, device=mask.device, dtype=self.dec.weight.dtype)
+        d, _ = self.fwd_rnn(self.emb(batch.x))                               # (B, T, r)
+        rev = reverse_index(mask)
+        a = gather_time(self.bwd_rnn(gather_time(torch.cat([d, self.emb(batch.y)], -1), rev))[0], rev)
+        tm = lambda t_: t_.transpose(0, 1)  # noqa: E731
+        D, A, eps = tm(d), tm(a), tm(noise)
+        # data-only shares of both MLPs' first layers, all steps at once
+        w_p, w_q = self.prior.l1.weight, self.post.l1.weight
+        p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
+        q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
+        w_z = torch.cat([w_p[:, :z_dim], w_q[:, :z_dim]], 0)                 # one matmul on z_{t-1}
+
+        z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
+        mps, lps, mqs, lqs, zs = [], [], [], [], []
+        for t in range(T):
+            hp, hq = F.linear(z, w_z).split([m, m], dim=-1)
+            mu_p, lv_p = self.prior.from_hidden(hp + p_d[t])
+            dmu, lv_q = self.post.from_hidden(hq + q_a[t])
+            mu_q = mu_p + dmu                                                 # Res_q
+            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
+            mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)
+        return dict(d=D, a=A, mu_p=torch.stack(mps), lv_p=torch.stack(lps),
+                    mu_q=torch.stack(mqs), lv_q=torch.stack(lqs), z=torch.stack(zs))
+
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+        v = self.latents(batch, noise)
+        mask = batch.mask
+        kl_el = kl_gaussian(v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"])     # (T, B, z)
+        log_pz = gaussian_log_prob(v["z"], v["mu_p"], v["lv_p"]).sum(-1)
+        log_qz = gaussian_log_prob(v["z"], v["mu_q"], v["lv_q"]).sum(-1)
+        feat = lrelu(self.dec(torch.cat([v["z"], v["d"]], -1)))
+        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
+        s = lambda a: masked_sum(a.transpose(0, 1), mask)  # noqa: E731
+        zero = torch.zeros_like(mask[:, 0])
+        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
+                     aux=zero, bwd_nll=zero, steps=mask.sum(1),
+                     kl_dims=(kl_el * mask.t().unsqueeze(-1)).sum(0))
+
+    @torch.no_grad()
+    def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
+                 sample_output: bool = True) -> torch.Tensor:
+        """n sequences of `steps` targets with z_t from the prior; each target becomes the
+        next input (first input: `first` or a zero frame / token)."""
+        cfg = self.cfg
+        dev = self.dec.weight.device
+        z = torch.zeros(n, cfg.z_dim, device=dev)
+        x = first if first is not None else (
+            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
+            else torch.zeros(n, dtype=torch.long, device=dev))
+        state, ys = None, []
+        for _ in range(steps):
+            d, state = self.fwd_rnn(self.emb(x).unsqueeze(1), state)
+            d = d[:, 0]
+            mu_p, lv_p = self.prior(torch.cat([z, d], -1))
+            z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
+            feat = lrelu(self.dec(torch.cat([z, d], -1)))
+            x = self.out.sample(feat) if sample_output else self.out.mean(feat)
+            ys.append(x)
+        return torch.stack(ys, 1)

@@ -1,0 +1,137 @@
+"""VRNN (Chung et al. 2015, "A Recurrent Latent Variable Model for Sequential Data"), the
+VRNN-I-Gauss / VRNN-Gauss / VRNN-GMM rows of the speech table (SPEC §2).
+
+Chung et al. write, for targets y_t (their x_t):
+    prior      p(z_t | h_{t-1})              (VRNN-I: N(0, I))
+    posterior  q(z_t | y_t, h_{t-1})         (filtering: no future targets)
+    decoder    p(y_t | z_t, h_{t-1})          output family from cfg.output
+    recurrence h_t = LSTM(h_{t-1}; phi_x(y_t), phi_z(z_t))
+In the project's batches the input x_t is the previous target y_{t-1} (x_1 the true
+previous frame or a zero frame), so the state that conditions step t is
+    g_t = LSTM(g_{t-1}; [emb(x_t); phi_z(z_{t-1})]),  g_0 = 0, phi_z(z_0) = 0,
+which is Chung's h_{t-1} after reading y_{t-1}, and also reads the first input frame as
+every other row of the table does. phi_x is the shared input embedding (same for x and
+y), phi_z = LReLU(Linear(z -> mlp)), prior and posterior are the shared Gaussian MLPs
+(outputs clamped to [-8, 8]), the decoder is LReLU(Linear([phi_z(z_t); g_t] -> rnn_dim))
+followed by the output head, so every row's output head reads a vector of size rnn_dim.
+
+A bound (≥): log_px is log p(y | z) for one z ~ q; Terms carry log p(z), log q(z) and the
+closed-form KL for the ELBO and importance-weighted bounds.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..datasets.batches import Batch
+from .base import Terms, masked_sum, output_head
+from .distributions import gaussian_log_prob, kl_gaussian
+from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
+
+
+class VRNN(nn.Module):
+    exact = False
+
+    def __init__(self, cfg: ModelConfig, standard_prior: bool = False):
+        super().__init__()
+        self.cfg, self.standard_prior = cfg, standard_prior
+        r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
+        self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)         # phi_x
+        self.phi_z = nn.Linear(z, m)
+        self.w_ih = nn.Linear(e + m, 4 * r)                                # [emb(x_t); phi_z(z_{t-1})]
+        self.w_hh = nn.Linear(r, 4 * r, bias=False)
+        init_lstm_(self.w_ih.weight, self.w_hh.weight, self.w_ih.bias, r)
+        self.post = GaussianMLP(e + r, m, z)                               # q(z_t | [emb(y_t); g_t])
+        self.prior = None if standard_prior else GaussianMLP(r, m, z)      # p(z_t | g_t)
+        self.dec = nn.Linear(m + r, r)                                     # [phi_z(z_t); g_t]
+        self.out = output_head(cfg, r)
+
+    def noise_shape(self, batch: Batch):
+        B, T = batch.mask.shape
+        return (B, T, self.cfg.z_dim)
+
+    def _prior(self, g: torch.Tensor):
+        if self.prior is None:
+            zero = g.new_zeros(*g.shape[:-1], self.cfg.z_dim)
+            return zero, zero
+        return self.prior(g)
+
+    def _step(self, pre_x, g, c, phz):
+        """g_t, c_t from the input pre-activations and (g_{t-1}, c_{t-1}, phi_z(z_{t-1}))."""
+        gates = pre_x + self.w_hh(g) + F.linear(phz, self.w_ih.weight[:, self.cfg.emb_dim:])
+        return lstm_update(gates, c)
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
+        """The recurrence and every per-step latent quantity, time-major (T, B, ...)."""
+        cfg = self.cfg
+        e, r = cfg.emb_dim, cfg.rnn_dim
+        mask = batch.mask
+        B, T = mask.shape
+        if noise is None:
+            noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
+        tm = lambda a: a.transpose(0, 1)  # noqa: E731
+        eps = tm(noise)
+        # data-only parts for all steps at once
+        pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
+        w_q = self.post.l1.weight
+        q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
+        w_qg = w_q[:, e:]
+
+        g = c = mask.new_zeros(B, r)
+        phz = mask.new_zeros(B, cfg.mlp_dim)                                # phi_z(z_0) = 0
+        gs, mus, lvs, zs, phzs = [], [], [], [], []
+        for t in range(T):
+            g, c = self._step(pre_x[t], g, c, phz)
+            mu_q, lv_q = self.post.from_hidden(q_y[t] + F.linear(g, w_qg))
+            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
+            phz = lrelu(self.phi_z(z))
+            gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
+        G = torch.stack(gs)
+        mu_p, lv_p = self._prior(G)
+        return dict(g=G, mu_q=torch.stack(mus), lv_q=torch.stack(lvs), z=torch.stack(zs),
+                    phz=torch.stack(phzs), mu_p=mu_p, lv_p=lv_p)
+
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+        v = self.latents(batch, noise)
+        mask = batch.mask
+        kl_el = kl_gaussian(v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"])   # (T, B, z)
+        log_pz = gaussian_log_prob(v["z"], v["mu_p"], v["lv_p"]).sum(-1)
+        log_qz = gaussian_log_prob(v["z"], v["mu_q"], v["lv_q"]).sum(-1)
+        feat = lrelu(self.dec(torch.cat([v["phz"], v["g"]], -1)))
+        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
+        s = lambda a: masked_sum(a.transpose(0, 1), mask)  # noqa: E731
+        zero = torch.zeros_like(mask[:, 0])
+        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
+                     aux=zero, bwd_nll=zero, steps=mask.sum(1),
+                     kl_dims=(kl_el * mask.t().unsqueeze(-1)).sum(0))
+
+    @torch.no_grad()
+    def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
+                 sample_output: bool = True) -> torch.Tensor:
+        """n sequences of `steps` targets with z_t from the prior; each target becomes the
+        next input (first input: `first` or a zero frame / token)."""
+        cfg = self.cfg
+        dev = self.w_hh.weight.device
+        g = c = torch.zeros(n, cfg.rnn_dim, device=dev)
+        phz = torch.zeros(n, cfg.mlp_dim, device=dev)
+        x = first if first is not None else (
+            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
+            else torch.zeros(n, dtype=torch.long, device=dev))
+        ys = []
+        for _ in range(steps):
+            pre_x = F.linear(self.emb(x), self.w_ih.weight[:, :cfg.emb_dim], self.w_ih.bias)
+            g, c = self._step(pre_x, g, c, phz)
+            mu_p, lv_p = self._prior(g)
+            z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
+            phz = lrelu(self.phi_z(z))
+            feat = lrelu(self.dec(torch.cat([phz, g], -1)))
+            x = self.out.sample(feat) if sample_output else self.out.mean(feat)
+            ys.append(x)
+        return torch.stack(ys, 1)
+
+
+def VRNNI(cfg: ModelConfig) -> VRNN:
+    """VRNN-I: the prior is a fixed N(0, I) (Chung et al. 2015's VRNN-I)."""
+    return VRNN(cfg, standard_prior=True)
