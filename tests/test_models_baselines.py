@@ -339,3 +339,27 @@ def test_models_baselines_vrnn_i_prior_is_standard_normal():
     # the learned-prior VRNN has a data-dependent prior
     learned = build_model(tiny_cfg("vrnn_gauss"))
     assert learned.latents(batch, noise)["mu_p"].abs().sum() > 0
+
+
+# -- parameter budgets ----------------------------------------------------------------------
+
+def test_models_baselines_match_budget_closest_rnn_dim():
+    from pipeline.models.budget import budget_like, match_budget, param_count, resolve_budget
+    ref = tiny_cfg("zforcing", rnn_dim=32)
+    target = param_count(ref)
+    assert target == count_parameters(build_model(ref))
+    for name in BASELINES:
+        cfg = match_budget(tiny_cfg(name), target)
+        n = param_count(cfg)
+        below = param_count(replace(cfg, rnn_dim=cfg.rnn_dim - 1))
+        above = param_count(replace(cfg, rnn_dim=cfg.rnn_dim + 1))
+        assert abs(n - target) <= min(abs(below - target), abs(above - target)), name
+        assert n == count_parameters(build_model(cfg))
+        assert budget_like(tiny_cfg(name), ref) == cfg
+    # the config option, and its no-op default
+    cfg = tiny_cfg("rnn_gmm", param_budget=target)
+    assert resolve_budget(cfg) == match_budget(cfg, target)
+    assert resolve_budget(resolve_budget(cfg)) == resolve_budget(cfg)
+    assert resolve_budget(tiny_cfg("rnn_gmm")) == tiny_cfg("rnn_gmm")
+    with pytest.raises(ConfigError):
+        tiny_cfg("rnn", param_budget=-5)
