@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -59,6 +61,7 @@ class _Espeak:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.lib, self.data = lib, espeakng_loader.get_data_path().encode()
@@ -79,12 +82,16 @@ class _Espeak:
             raise RuntimeError("espeak-ng failed to initialise (espeakng-loader data missing?)")
         self.lib.espeak_SetSynthCallback(self._cb)
 
-    def say(self, text: str, voice: str, rate: int, pitch: int, rng_: int, gap: int) -> np.ndarray:
+    def say(self, text: str, voice: str, rate: int, pitch: int, rng_: int, gap: int,
+            seed: int = 0) -> np.ndarray:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise RuntimeError(f"espeak-ng has no voice {voice!r}")
         for p, v in ((RATE, rate), (PITCH, pitch), (RANGE, rng_), (WORDGAP, gap)):
             self.lib.espeak_SetParameter(p, int(v), 0)
         self._chunks = []
+        # breathy variants draw noise from espeak's own generator, seeded from the clock
+        # unless set: seed it per utterance, right before synthesis
+        self.lib.espeak_ng_SetRandSeed(seed)
         b = text.encode()
         if self.lib.espeak_Synth(b, len(b) + 1, 0, 1, 0, 1, None, None) != 0:  # POS_CHARACTER, UTF8
             raise RuntimeError(f"espeak-ng failed on {text!r}")
@@ -135,10 +142,23 @@ def _recording(speech16k: np.ndarray, rng, cfg: SyntheticConfig) -> np.ndarray:
 
 
 def generate(out, cfg: SyntheticConfig) -> dict:
-    """Write the corpus to `out` (atomically); returns its description (also corpus.json)."""
-    import librosa
-    import soundfile as sf
+    """Write the corpus to `out` (atomically); returns its description (also corpus.json).
+
+    Runs in a fresh interpreter: espeak-ng keeps state across utterances that even
+    espeak_Terminate does not clear, so only a fresh process with a fixed order of
+    utterances gives byte-identical output.
+    """
     t0 = time.time()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-m", "pipeline.datasets.synthetic", json.dumps(asdict(cfg)),
+                    os.path.abspath(out)], check=True, env=env, cwd=root)
+    return dict(corpus_info(out), generate_seconds=round(time.time() - t0, 2))
+
+
+def _generate_here(out, cfg: SyntheticConfig) -> dict:
+    import soxr  # librosa's soxr_hq resampler, without librosa's import time
+    import soundfile as sf
     rng = np.random.default_rng(cfg.seed)
     texts = sentences()
     spk = plan_speakers(cfg, rng)
@@ -157,12 +177,11 @@ def generate(out, cfg: SyntheticConfig) -> dict:
                 text = texts[int(rng.integers(len(texts)))]
                 jitter = rng.integers(-8, 9, size=2)
                 raw = es.say(text, s["voice"], s["rate"] + jitter[0], s["pitch"] + jitter[1] // 2,
-                             s["range"], s["gap"])
+                             s["range"], s["gap"], seed=int(rng.integers(1, 2**31 - 1)))
                 if len(raw) < es.rate // 4:
                     k += 1
                     continue  # espeak said (almost) nothing: never happens for these sentences
-                y = librosa.resample(raw.astype(np.float64) / 32768.0, orig_sr=es.rate,
-                                     target_sr=SAMPLE_RATE, res_type="soxr_hq")
+                y = soxr.resample(raw.astype(np.float64) / 32768.0, es.rate, SAMPLE_RATE, quality="HQ")
                 pcm = _recording(y, rng, cfg)
                 rel = f"{split.upper()}/{s['id']}/U{k:05d}.WAV"
                 path = os.path.join(tmp, "wav", rel)
@@ -180,7 +199,7 @@ def generate(out, cfg: SyntheticConfig) -> dict:
                 "text_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
                 "engine": "espeak-ng via espeakng-loader 0.2.4 (GPL-3, loaded at run time)"}
         write_json(os.path.join(tmp, "corpus.json"), desc)  # deterministic: no timings inside
-    return dict(desc, generate_seconds=round(time.time() - t0, 2))
+    return desc
 
 
 def read_lists(corpus_dir) -> dict:
@@ -194,3 +213,9 @@ def read_lists(corpus_dir) -> dict:
 def corpus_info(corpus_dir) -> dict:
     with open(os.path.join(corpus_dir, "corpus.json")) as f:
         return json.load(f)
+
+
+if __name__ == "__main__":  # the fresh process started by generate()
+    conf = json.loads(sys.argv[1])
+    _generate_here(sys.argv[2], SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                  for k, v in conf.items()}))
