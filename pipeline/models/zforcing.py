@@ -65,11 +65,15 @@ class ZForcing(nn.Module):
             return self.ln_in(F.linear(ex_t, self.w_ih.weight))
         return F.linear(ex_t, self.w_ih.weight[:, :e], self.w_ih.bias)
 
-    def _gates(self, pre_x, hh, z):
+    def _z_weight(self):
+        """The z share of the LSTM input weights, sliced once per forward: slicing inside
+        the loop would make autograd build a full-size zero gradient for every step."""
+        return None if self.cfg.cond_ln else self.w_ih.weight[:, self.cfg.emb_dim:]
+
+    def _gates(self, pre_x, hh, z, w_z):
         """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
         if self.cfg.cond_ln:
             return pre_x + cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0))
-        w_z = self.w_ih.weight[:, self.cfg.emb_dim:]
         return pre_x + hh + F.linear(self.z_proj(z), w_z)
 
     def noise_shape(self, batch: Batch):
@@ -98,6 +102,7 @@ class ZForcing(nn.Module):
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
+        w_z = self._z_weight()
 
         h = c = mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
@@ -105,7 +110,7 @@ class ZForcing(nn.Module):
             hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
             mu_q, lv_q = self.post.from_hidden(hq + q_b[t])
             z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
-            h, c = lstm_update(self._gates(pre_x[t], hh, z), c)
+            h, c = lstm_update(self._gates(pre_x[t], hh, z, w_z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
 
         H = torch.stack(hs)                                       # h_1..h_T
@@ -146,12 +151,12 @@ class ZForcing(nn.Module):
         x = first if first is not None else (
             torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
             else torch.zeros(n, dtype=torch.long, device=dev))
-        ys = []
+        ys, w_z = [], self._z_weight()
         for _ in range(steps):
             mu_p, lv_p = self.prior(h)
             z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
             pre_x = self._input_preacts(self.emb(x).unsqueeze(0))[0]
-            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z), c)
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
             x = self.out.sample(h) if sample_output else self.out.mean(h)
             ys.append(x)
         return torch.stack(ys, 1)
