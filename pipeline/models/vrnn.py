@@ -58,10 +58,11 @@ class VRNN(nn.Module):
             return zero, zero
         return self.prior(g)
 
-    def _step(self, pre_x, g, c, phz):
-        """g_t, c_t from the input pre-activations and (g_{t-1}, c_{t-1}, phi_z(z_{t-1}))."""
-        gates = pre_x + self.w_hh(g) + F.linear(phz, self.w_ih.weight[:, self.cfg.emb_dim:])
-        return lstm_update(gates, c)
+    def _step(self, pre_x, g, c, phz, w_z):
+        """g_t, c_t from the input pre-activations and (g_{t-1}, c_{t-1}, phi_z(z_{t-1})).
+        w_z, the phi_z share of the input weights, is sliced once by the caller (a slice
+        inside the loop would cost a full-size zero gradient per step in autograd)."""
+        return lstm_update(pre_x + self.w_hh(g) + F.linear(phz, w_z), c)
 
     def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
         """The recurrence and every per-step latent quantity, time-major (T, B, ...)."""
@@ -77,14 +78,17 @@ class VRNN(nn.Module):
         pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
         w_q = self.post.l1.weight
         q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
-        w_qg = w_q[:, e:]
+        w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
+        w_g = torch.cat([w_q[:, e:], self.w_hh.weight], 0)                 # one matmul on g_t
 
         g = c = mask.new_zeros(B, r)
-        phz = mask.new_zeros(B, cfg.mlp_dim)                                # phi_z(z_0) = 0
+        hh = mask.new_zeros(B, 4 * r)                                      # W_hh g_0 = 0
+        phz = mask.new_zeros(B, cfg.mlp_dim)                               # phi_z(z_0) = 0
         gs, mus, lvs, zs, phzs = [], [], [], [], []
         for t in range(T):
-            g, c = self._step(pre_x[t], g, c, phz)
-            mu_q, lv_q = self.post.from_hidden(q_y[t] + F.linear(g, w_qg))
+            g, c = lstm_update(pre_x[t] + hh + F.linear(phz, w_z), c)
+            hq, hh = F.linear(g, w_g).split([cfg.mlp_dim, 4 * r], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(q_y[t] + hq)
             z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
             phz = lrelu(self.phi_z(z))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
@@ -119,10 +123,11 @@ class VRNN(nn.Module):
         x = first if first is not None else (
             torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
             else torch.zeros(n, dtype=torch.long, device=dev))
+        w_x, w_z = self.w_ih.weight[:, :cfg.emb_dim], self.w_ih.weight[:, cfg.emb_dim:]
         ys = []
         for _ in range(steps):
-            pre_x = F.linear(self.emb(x), self.w_ih.weight[:, :cfg.emb_dim], self.w_ih.bias)
-            g, c = self._step(pre_x, g, c, phz)
+            pre_x = F.linear(self.emb(x), w_x, self.w_ih.bias)
+            g, c = self._step(pre_x, g, c, phz, w_z)
             mu_p, lv_p = self._prior(g)
             z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
             phz = lrelu(self.phi_z(z))
