@@ -72,6 +72,13 @@ class Int16Stream:
         self._f.write(pcm.tobytes())
         self.samples += len(pcm)
 
+    def rollback(self, samples: int) -> None:
+        """Forget everything appended after the first `samples` samples."""
+        self._f.flush()
+        self._f.truncate(samples * 2)
+        self._f.seek(samples * 2)
+        self.samples = samples
+
     def close(self) -> np.memmap:
         self._f.close()
         if self.samples == 0:

