@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, check_batch, gather_time, masked_sum, reverse_index
-from .distributions import gaussian_log_prob, kl_gaussian, make_output
+from .base import Terms, check_batch, gather_time, masked_sum, output_head, reverse_index
+from .distributions import gaussian_log_prob, kl_gaussian
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update)
 
@@ -52,10 +52,9 @@ class ZForcing(nn.Module):
             self.w_ih = nn.Linear(e + m, 4 * r)             # LSTM input [emb(x_t); proj(z_t)]
             self.w_hh = nn.Linear(r, 4 * r, bias=False)
             init_lstm_(self.w_ih.weight, self.w_hh.weight, self.w_ih.bias, r)
-        self.out = make_output(cfg.output, r, cfg.x_dim, components=cfg.gmm_components)
+        self.out = output_head(cfg, r)
         # optional backward-likelihood head on b_t predicting x_t (--bwd)
-        self.bwd_out = (make_output(cfg.output, r, cfg.x_dim, components=cfg.gmm_components)
-                        if cfg.bwd > 0 else None)
+        self.bwd_out = output_head(cfg, r) if cfg.bwd > 0 else None
 
     # -- pieces shared by training and generation ------------------------------------------
     def _input_preacts(self, ex_t: torch.Tensor) -> torch.Tensor:
