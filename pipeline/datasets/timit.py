@@ -72,7 +72,7 @@ def speaker_of(entry: str) -> str:
 def prepare_from_lists(root, lists: dict, out, *, dataset: str, bad: BadFiles,
                        native_sr: int | None = SAMPLE_RATE, sources: dict | None = None,
                        extra: dict | None = None, row_frames: int = ROW_FRAMES,
-                       frame_size: int = FRAME) -> dict:
+                       frame_size: int = FRAME, speaker=speaker_of) -> dict:
     """Prepare train/valid as frame streams and test as whole utterances; returns the manifest.
 
     lists: split -> relative paths (as in the published lists); files are found
@@ -102,7 +102,7 @@ def prepare_from_lists(root, lists: dict, out, *, dataset: str, bad: BadFiles,
                     pcm = frame(pcm, frame_size).reshape(-1)
                     offsets.append(offsets[-1] + len(pcm) // frame_size)
                 stream.append(pcm)
-                speakers.add(speaker_of(entry))
+                speakers.add(speaker(entry))
                 used += 1
             raw = stream.close()
             if used == 0:
