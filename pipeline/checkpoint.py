@@ -13,15 +13,19 @@ from pathlib import Path
 import torch
 
 
-def save_atomic(obj, path) -> Path:
+def save_atomic(obj, path, reproducible: bool = False) -> Path:
+    """reproducible=True writes PyTorch's legacy format, which (unlike the zip format with
+    its random serialization id) gives identical bytes for identical tensors: used for
+    pipeline outputs whose hashes DVC records."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            torch.save(obj, f, _use_new_zipfile_serialization=not reproducible)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
