@@ -94,7 +94,10 @@ def fetch(url, dest, *, sha256=None, md5=None, lock_name=None, lock_path=LOCK_FI
     if sha256 is None and md5 is None:
         sha256 = read_lock(lock_path).get(lock_name, {}).get("sha256")
     if os.path.exists(dest):
-        return verify(dest, sha256=sha256, md5=md5)
+        got = verify(dest, sha256=sha256, md5=md5)
+        if sha256 is None:  # placed by hand or lock reset: record it now
+            record_lock(lock_name, url, got["sha256"], os.path.getsize(dest), lock_path)
+        return got
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = f"{dest}.part"
     total, err = None, None
