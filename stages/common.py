@@ -35,8 +35,10 @@ def read_yaml(path) -> dict:
 def resolve_profile(params: dict, source="params.yaml") -> dict:
     """The parameters with the selected profile's dotted overrides applied."""
     out = copy.deepcopy(params)
-    name = out.get("profile", "default")
     profiles = out.get("profiles", {}) or {}
+    if "profile" not in out and not profiles:
+        return out
+    name = out.get("profile", "default")
     if name not in profiles:
         raise StageError(f"{source}: profile {name!r} is not defined under `profiles` "
                          f"(defined: {', '.join(profiles) or 'none'}); set `profile` to one of them")
@@ -89,12 +91,19 @@ def write_json(path, obj) -> None:
     os.replace(tmp, path)
 
 
+# errors a user can act on (bad params, missing or corrupt input): one line, exit 2
+USER_ERRORS = {"StageError", "ConfigError", "FileNotFoundError", "KeyError", "BadAudio",
+               "BadInput", "DownloadError", "IntegrityError", "UnsafeArchive"}
+
+
 def run(main) -> None:
-    """Call main(); turn user-facing errors into one line on stderr and exit status 2."""
-    from pipeline.config import ConfigError
+    """Call main(); turn user-facing errors into one line on stderr and exit status 2.
+    Outputs are written atomically by the stages, so nothing computed before is lost."""
     try:
         main()
-    except (StageError, ConfigError, FileNotFoundError, KeyError) as err:
+    except Exception as err:
+        if not any(c.__name__ in USER_ERRORS for c in type(err).__mro__):
+            raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,6 @@
 """Stage `download`: obtain the raw data of the selected dataset and verify it.
 
-Usage (from the repo root): python stages/download.py --params params.yaml --out data/raw
+Usage (from the repo root): python -m stages.download --params params.yaml --out data/raw
 
 Reads params.yaml `data:` (all optional, defaults in pipeline/datasets/registry.py):
   data.name          synthetic | timit | blizzard | binarized_mnist | mnist_offline |
@@ -18,10 +18,11 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
+from stages.common import load_params, run  # noqa: E402
 
 from pipeline.datasets.registry import DataConfig, download  # noqa: E402
 
@@ -31,10 +32,11 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/raw")
     args = ap.parse_args(argv)
-    with open(args.params) as f:
-        cfg = DataConfig.from_params((yaml.safe_load(f) or {}).get("data"))
+    cfg = DataConfig.from_params(load_params(args.params).get("data"))
+    t0 = time.perf_counter()
     print(json.dumps(download(cfg, args.out), indent=1))
+    print(f"download: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

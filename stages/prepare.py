@@ -1,7 +1,7 @@
 """Stage `prepare`: decode, resample, normalise, frame and split into the arrays the trainer reads.
 
 Usage (from the repo root):
-  python stages/prepare.py --params params.yaml --raw data/raw --out data/prepared
+  python -m stages.prepare --params params.yaml --raw data/raw --out data/prepared
 
 Reads params.yaml `data:` (see stages/download.py for name, seed, minutes, speakers,
 timit_path, blizzard_path) plus:
@@ -15,10 +15,11 @@ pipeline/datasets/batches.py). The trainer opens it with pipeline.datasets.open_
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
+from stages.common import load_params, run  # noqa: E402
 
 from pipeline.datasets.registry import DataConfig, prepare  # noqa: E402
 
@@ -29,12 +30,13 @@ def main(argv=None):
     ap.add_argument("--raw", default="data/raw")
     ap.add_argument("--out", default="data/prepared")
     args = ap.parse_args(argv)
-    with open(args.params) as f:
-        cfg = DataConfig.from_params((yaml.safe_load(f) or {}).get("data"))
+    cfg = DataConfig.from_params(load_params(args.params).get("data"))
+    t0 = time.perf_counter()
     m = prepare(cfg, args.raw, args.out)
     print(f"{m['dataset']}: {m['split_sizes']} sequences, mean {m['mean']:.3f}, std {m['std']:.3f}, "
           f"{m['skipped_count']} skipped -> {args.out}")
+    print(f"prepare: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

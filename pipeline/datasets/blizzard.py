@@ -8,7 +8,6 @@ Also used for any single-speaker corpus (LJSpeech). Streams audio through a temp
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 
@@ -71,7 +70,6 @@ def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
     files = list_audio(path)
     if not files:
         raise BadInput(f"{path}: empty folder, no audio files (.mp3/.wav/.flac) found; set {param}")
-    t0 = time.time()
     sources, used = {}, 0
     with atomic_dir(out) as tmp:
         stream = Int16Stream(tmp, "all")
@@ -118,7 +116,6 @@ def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
             "audio_seconds_decoded": total_s, "files": len(files), "files_used": used,
             "sources": {"sha256" if hash_sources else "bytes": sources},
             "skipped": list(bad.skipped), "skipped_count": len(bad.skipped),
-            "prepare_seconds": round(time.time() - t0, 2),
         }
         manifest.update(extra or {})
         write_json(os.path.join(tmp, "manifest.json"), manifest)

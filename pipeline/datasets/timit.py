@@ -4,7 +4,6 @@ utterance boundaries, whole test utterances. Also used for any corpus given as f
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 
@@ -78,7 +77,6 @@ def prepare_from_lists(root, lists: dict, out, *, dataset: str, bad: BadFiles,
     lists: split -> relative paths (as in the published lists); files are found
     case-insensitively under root.
     """
-    t0 = time.time()
     idx = index_files(root)
     if not idx:
         raise BadInput(f"{root}: empty folder, no files found")
@@ -140,7 +138,7 @@ def prepare_from_lists(root, lists: dict, out, *, dataset: str, bad: BadFiles,
                                        "test: whole utterance, first frame only conditioned on",
                          "statistics": "global scalar mean/std over all training samples"},
             "sources": sources or {}, "skipped": list(bad.skipped),
-            "skipped_count": len(bad.skipped), "prepare_seconds": round(time.time() - t0, 2),
+            "skipped_count": len(bad.skipped),
         }
         manifest.update(extra or {})
         write_json(os.path.join(tmp, "manifest.json"), manifest)
