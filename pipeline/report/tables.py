@@ -420,8 +420,8 @@ def ordering_check(table: pd.DataFrame, column_info: dict | None = None) -> dict
         latent = [r for r, e in zip(table["row"], table["sign"]) if e != "=" and r in score]
         beats_latent = latent and all(score["rnn_ar"] > score[r] for r in latent)
         ar = (f"The within-frame autoregressive RNN ranks {pos + 1} of {len(ranking)}"
-              + (f", below {', '.join(above)}" if above else ", first")
-              + (f" and above {', '.join(below)}" if below else "")
+              + (f", below {', '.join(above)}" if above else "")
+              + ((" and" if above else ",") + f" above {', '.join(below)}" if below else "")
               + ". " + ("It beats every latent-variable row here, as Dai et al. (2019) found."
                         if beats_latent else
                         "It does not beat every latent-variable row here (Dai et al. 2019 found "
