@@ -13,7 +13,7 @@ With whole-utterance test sets the authors' padded-mean quirk is computed too
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -54,12 +54,12 @@ def main():
     from pipeline.datasets import frames_to_waveform, open_split, read_manifest
     from pipeline.models import build_model
 
-    model_file = Path(args.model) / "model.pt"
+    model_file = Path(args.model) / "model.npz"
     if not model_file.exists():
         raise StageError(f"{model_file} not found: run the train stage for row {args.row} first")
-    saved = checkpoint.load(model_file)
+    saved = json.loads((Path(args.model) / "model.json").read_text())
     model = build_model(ModelConfig(**saved["model_config"]))
-    model.load_state_dict(saved["model"])
+    model.load_state_dict(checkpoint.load_npz(model_file))
     model.to(device).eval()
     manifest = read_manifest(args.data)
     per_step = int(manifest.get("frame_size") or 1) if manifest["kind"] == "audio" else 1
@@ -109,23 +109,10 @@ def main():
         steps = max(1, int(opts["sample_seconds"] * manifest["sample_rate"] / per_step))
         frames = model.generate(opts["samples"], steps).cpu()
         wave = np.stack([frames_to_waveform(f, manifest) for f in frames])
-        buf = io.BytesIO()
-        np.savez(buf, generated=wave, sample_rate=np.int64(manifest["sample_rate"]))
-        (tmp / "samples.npz").write_bytes(_stable_npz(buf.getvalue()))
+        checkpoint.save_npz({"generated": wave, "sample_rate": np.int64(manifest["sample_rate"])},
+                            tmp / "samples.npz")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-
-
-def _stable_npz(blob: bytes) -> bytes:
-    """np.savez stamps the current time into its zip entries; rewrite with a fixed date."""
-    import zipfile
-    src = zipfile.ZipFile(io.BytesIO(blob))
-    dst_buf = io.BytesIO()
-    with zipfile.ZipFile(dst_buf, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            dst.writestr(fixed, src.read(info.filename))
-    return dst_buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Reads params.yaml: profile, profiles, model.*, train.*, and aux_weight (used by the
 "+ aux" rows only, so only their dvc.yaml stage lists it). Writes into --out:
-  model.pt      weights (best on validation, or last: train.select) + the configs used
+  model.npz     weights (best on validation, or last: train.select), pickle-free
+  model.json    the model and training configs used, parameter count, updates, skips
   history.json  learning curves (train records every train.log_every updates, valid records)
 Everything in --out is a pure function of data, params and code (timings stay out), so
 `dvc repro` reproduces its hashes. Timings and live metrics go to dvclive in live/<row>
@@ -148,11 +149,12 @@ def main():
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    checkpoint.save_atomic({"model": state, "model_config": asdict(mcfg), "train_config": asdict(tcfg),
-                            "row": asdict(row), "selected": select, "params": count_parameters(model),
-                            "updates": out["position"]["updates"], "skipped": out["skipped"],
-                            "best_valid_elbo_per_seq": out["position"]["best_valid"]},
-                           tmp / "model.pt", reproducible=True)
+    checkpoint.save_npz(state, tmp / "model.npz")
+    write_json(tmp / "model.json", {
+        "model_config": asdict(mcfg), "train_config": asdict(tcfg), "row": asdict(row),
+        "selected": select, "params": count_parameters(model),
+        "updates": out["position"]["updates"], "skipped": out["skipped"],
+        "best_valid_elbo_per_seq": out["position"]["best_valid"]})
     timing = ("frames_per_s", "ms_per_update")
     write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}
                                                   for r in out["history"]]})
