@@ -69,7 +69,6 @@ def normalise(nb: nbformat.NotebookNode, title: str) -> nbformat.NotebookNode:
                     continue
                 if "execution_count" in out:
                     out["execution_count"] = None
-                out.pop("metadata", None) if out.get("output_type") == "stream" else None
                 outs.append(out)
             cell.outputs = outs
     return nb
