@@ -80,8 +80,9 @@ def main():
             res.pop("kl_per_dim", None)
 
     row = saved["row"]
-    column = {"synthetic": "timit", "timit": "timit", "blizzard": "blizzard",
-              "mnist": "mnist"}.get(manifest["dataset"], manifest.get("column", "timit"))
+    # which paper column the data stands in for: its protocol (LJSpeech -> blizzard, ...)
+    column = ("mnist" if manifest["kind"] == "binary"
+              else manifest.get("protocol", {}).get("name", "timit"))
     metrics = {
         "row": row["name"], "model": row["model"], "paper_name": row["paper_name"],
         "dataset": manifest["dataset"], "column": column, "exact": bool(model.exact),
