@@ -49,12 +49,11 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
 
 @torch.no_grad()
 def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
-             device="cpu", seed: int = 0, count_padded: bool = False) -> dict:
+             device="cpu", seed: int = 0) -> dict:
     """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
 
     samples_per_step: audio samples in one step (200 for speech frames), for per-sample
-    figures. count_padded: reproduce the official TIMIT quirk of dividing the per-sequence
-    sums by the padded number of sequences (batches * batch size) instead of the real one.
+    figures. `padded_sequences` (batches * batch size) is returned for padded_mean_quirk.
     """
     was_training = model.training
     model.eval()
@@ -79,10 +78,9 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
     model.train(was_training)
     if n_seq == 0:
         raise ValueError("evaluation split is empty")
-    denom = n_batches * max_b if count_padded else n_seq
-    out = {"sequences": n_seq, "steps": int(tot["steps"]), "denominator": denom}
+    out = {"sequences": n_seq, "steps": int(tot["steps"]), "padded_sequences": n_batches * max_b}
     for k in ("elbo", "log_px", "kl", "aux") + (("iwae",) if iwae_k else ()):
-        out[f"{k}_per_seq"] = tot[k] / denom
+        out[f"{k}_per_seq"] = tot[k] / n_seq
         out[f"{k}_per_step"] = tot[k] / tot["steps"]
         out[f"{k}_per_sample"] = tot[k] / (tot["steps"] * samples_per_step)
     if iwae_k:
@@ -94,3 +92,11 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
         out["active_units"] = int(sum(v > 0.01 for v in per_dim))
     out["exact"] = bool(getattr(model, "exact", False))
     return out
+
+
+def padded_mean_quirk(res: dict) -> dict:
+    """The official TIMIT evaluation's mean (SPEC §3 quirk 2): padded empty utterances of
+    the last batch count in the denominator, so per-sequence figures shrink by
+    sequences / padded_sequences (1680 / 1696 at batch 32). Other figures are unchanged."""
+    scale = res["sequences"] / res["padded_sequences"]
+    return {k: (v * scale if k.endswith("_per_seq") else v) for k, v in res.items()}

@@ -49,7 +49,7 @@ def main():
     import numpy as np
     import torch
     from pipeline import checkpoint
-    from pipeline.bounds import evaluate
+    from pipeline.bounds import evaluate, padded_mean_quirk
     from pipeline.config import ModelConfig
     from pipeline.datasets import frames_to_waveform, open_split, read_manifest
     from pipeline.models import build_model
@@ -65,15 +65,15 @@ def main():
     per_step = int(manifest.get("frame_size") or 1) if manifest["kind"] == "audio" else 1
     limit = opts["test_limit"] or None
 
-    def bounds(split, **kw):
+    def bounds(split, iwae_k):
         loader = open_split(args.data, split, opts["batch_size"], limit=limit)
-        return evaluate(model, loader, iwae_k=opts["iwae_k"], iwae_chunk=opts["iwae_chunk"],
-                        samples_per_step=per_step, device=device, seed=opts["seed"], **kw)
+        return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts["iwae_chunk"],
+                        samples_per_step=per_step, device=device, seed=opts["seed"])
 
-    test = bounds("test")
+    test = bounds("test", opts["iwae_k"])
     layout = manifest["splits"]["test"].get("layout")
-    quirk = bounds("test", count_padded=True) if layout == "utterances" else None
-    valid = bounds("valid") if opts["valid"] and "valid" in manifest["splits"] else None
+    quirk = padded_mean_quirk(test) if layout == "utterances" else None
+    valid = bounds("valid", 0) if opts["valid"] and "valid" in manifest["splits"] else None
     kl_per_dim = test.pop("kl_per_dim", None)
     for res in (quirk, valid):
         if res:

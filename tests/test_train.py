@@ -136,3 +136,12 @@ def test_checkpoint_is_atomic_and_safe(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(RuntimeError, match="evil.pt"):
         checkpoint.load(tmp_path / "evil.pt")
+
+
+def test_padded_mean_quirk_matches_official_timit_denominator():
+    from pipeline.bounds import padded_mean_quirk
+    res = {"sequences": 1680, "padded_sequences": 1696, "elbo_per_seq": 70000.0,
+           "elbo_per_step": 2.0, "iwae_per_seq": 70100.0}
+    q = padded_mean_quirk(res)
+    assert q["elbo_per_seq"] == pytest.approx(70000.0 * 1680 / 1696)  # 0.9 % smaller
+    assert q["iwae_per_seq"] < res["iwae_per_seq"] and q["elbo_per_step"] == 2.0
