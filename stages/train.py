@@ -151,7 +151,8 @@ def main():
     tmp.mkdir(parents=True)
     checkpoint.save_npz(state, tmp / "model.npz")
     write_json(tmp / "model.json", {
-        "model_config": asdict(mcfg), "train_config": asdict(tcfg), "row": asdict(row),
+        # the built model's own config: a registry name may fix the output family
+        "model_config": asdict(model.cfg), "train_config": asdict(tcfg), "row": asdict(row),
         "selected": select, "params": count_parameters(model),
         "updates": out["position"]["updates"], "skipped": out["skipped"],
         "best_valid_elbo_per_seq": out["position"]["best_valid"]})
