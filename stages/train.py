@@ -21,7 +21,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from stages.common import (StageError, load_params, run, section, setup_torch, write_json)

@@ -1,6 +1,5 @@
 """TIMIT protocol on generated trees: SPHERE and RIFF, upper and lower case, framing invariants."""
 import hashlib
-import json
 import os
 
 import numpy as np

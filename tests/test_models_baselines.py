@@ -11,7 +11,6 @@ import torch
 from pipeline.config import ConfigError, ModelConfig
 from pipeline.datasets.batches import Batch
 from pipeline.models import MODELS, build_model, count_parameters
-from pipeline.models.base import Terms
 from pipeline.models.distributions import (ARGaussianOutput, GMMOutput, LOGVAR_MIN, gaussian_log_prob,
                                            make_output)
 

@@ -91,3 +91,30 @@ def output_head(cfg, in_dim: int):
     from .distributions import make_output
     return make_output(cfg.output, in_dim, cfg.x_dim, components=cfg.gmm_components,
                        hidden=cfg.ar_hidden or None)
+
+
+def first_input(cfg, n: int, device, first: torch.Tensor | None = None) -> torch.Tensor:
+    """The first input of generation: `first`, or a zero frame (audio) / zero token."""
+    if first is not None:
+        return first
+    if cfg.data == "audio":
+        return torch.zeros(n, cfg.x_dim, device=device)
+    return torch.zeros(n, dtype=torch.long, device=device)
+
+
+def latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, z, aux=None, bwd_nll=None) -> Terms:
+    """Terms of a latent model from its time-major per-step quantities: log_px (T, B) and the
+    Gaussian posterior / prior statistics and sample z (T, B, z_dim); aux and bwd_nll (T, B)
+    when the model has them. mask is batch-first (B, T)."""
+    from .distributions import gaussian_log_prob, kl_gaussian
+    kl_el = kl_gaussian(mu_q, lv_q, mu_p, lv_p)                       # (T, B, z)
+    s = lambda a: masked_sum(a.transpose(0, 1), mask)  # noqa: E731
+    zero = torch.zeros_like(mask[:, 0])
+    return Terms(log_px=s(log_px),
+                 log_pz=s(gaussian_log_prob(z, mu_p, lv_p).sum(-1)),
+                 log_qz=s(gaussian_log_prob(z, mu_q, lv_q).sum(-1)),
+                 kl=s(kl_el.sum(-1)),
+                 aux=zero if aux is None else s(aux),
+                 bwd_nll=zero if bwd_nll is None else s(bwd_nll),
+                 steps=mask.sum(1),
+                 kl_dims=(kl_el * mask.t().unsqueeze(-1)).sum(0))

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, deterministic_terms, masked_sum, output_head
+from .base import Terms, deterministic_terms, first_input, masked_sum, output_head
 from .layers import Embedding, init_lstm_
 
 
@@ -50,9 +50,7 @@ class RNN(nn.Module):
         """n sequences of `steps` targets; each target becomes the next input."""
         cfg = self.cfg
         dev = self.rnn.weight_hh_l0.device
-        x = first if first is not None else (
-            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
-            else torch.zeros(n, dtype=torch.long, device=dev))
+        x = first_input(cfg, n, dev, first)
         state, ys = None, []
         for _ in range(steps):
             h, state = self.rnn(self.emb(x).unsqueeze(1), state)

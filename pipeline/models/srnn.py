@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, gather_time, masked_sum, output_head, reverse_index
-from .distributions import gaussian_log_prob, kl_gaussian
+from .base import Terms, first_input, gather_time, latent_terms, output_head, reverse_index
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu
 
 
@@ -87,17 +86,9 @@ class SRNN(nn.Module):
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         v = self.latents(batch, noise)
-        mask = batch.mask
-        kl_el = kl_gaussian(v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"])     # (T, B, z)
-        log_pz = gaussian_log_prob(v["z"], v["mu_p"], v["lv_p"]).sum(-1)
-        log_qz = gaussian_log_prob(v["z"], v["mu_q"], v["lv_q"]).sum(-1)
         feat = lrelu(self.dec(torch.cat([v["z"], v["d"]], -1)))
         log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        s = lambda a: masked_sum(a.transpose(0, 1), mask)  # noqa: E731
-        zero = torch.zeros_like(mask[:, 0])
-        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
-                     aux=zero, bwd_nll=zero, steps=mask.sum(1),
-                     kl_dims=(kl_el * mask.t().unsqueeze(-1)).sum(0))
+        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
@@ -107,9 +98,7 @@ class SRNN(nn.Module):
         cfg = self.cfg
         dev = self.dec.weight.device
         z = torch.zeros(n, cfg.z_dim, device=dev)
-        x = first if first is not None else (
-            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
-            else torch.zeros(n, dtype=torch.long, device=dev))
+        x = first_input(cfg, n, dev, first)
         state, ys = None, []
         for _ in range(steps):
             d, state = self.fwd_rnn(self.emb(x).unsqueeze(1), state)

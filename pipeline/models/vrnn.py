@@ -26,8 +26,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, masked_sum, output_head
-from .distributions import gaussian_log_prob, kl_gaussian
+from .base import Terms, first_input, latent_terms, output_head
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 
 
@@ -99,17 +98,9 @@ class VRNN(nn.Module):
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         v = self.latents(batch, noise)
-        mask = batch.mask
-        kl_el = kl_gaussian(v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"])   # (T, B, z)
-        log_pz = gaussian_log_prob(v["z"], v["mu_p"], v["lv_p"]).sum(-1)
-        log_qz = gaussian_log_prob(v["z"], v["mu_q"], v["lv_q"]).sum(-1)
         feat = lrelu(self.dec(torch.cat([v["phz"], v["g"]], -1)))
         log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        s = lambda a: masked_sum(a.transpose(0, 1), mask)  # noqa: E731
-        zero = torch.zeros_like(mask[:, 0])
-        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
-                     aux=zero, bwd_nll=zero, steps=mask.sum(1),
-                     kl_dims=(kl_el * mask.t().unsqueeze(-1)).sum(0))
+        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,
@@ -120,9 +111,7 @@ class VRNN(nn.Module):
         dev = self.w_hh.weight.device
         g = c = torch.zeros(n, cfg.rnn_dim, device=dev)
         phz = torch.zeros(n, cfg.mlp_dim, device=dev)
-        x = first if first is not None else (
-            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
-            else torch.zeros(n, dtype=torch.long, device=dev))
+        x = first_input(cfg, n, dev, first)
         w_x, w_z = self.w_ih.weight[:, :cfg.emb_dim], self.w_ih.weight[:, cfg.emb_dim:]
         ys = []
         for _ in range(steps):

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, check_batch, gather_time, masked_sum, output_head, reverse_index
-from .distributions import gaussian_log_prob, kl_gaussian
+from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
+                   reverse_index)
+from .distributions import gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update)
 
@@ -117,10 +118,6 @@ class ZForcing(nn.Module):
         mu_q, lv_q, Z = torch.stack(mus), torch.stack(logvars), torch.stack(zs)
         mu_p, lv_p = self.prior(H_prev)
 
-        kl_el = kl_gaussian(mu_q, lv_q, mu_p, lv_p)               # (T, B, z)
-        log_pz = gaussian_log_prob(Z, mu_p, lv_p).sum(-1)
-        log_qz = gaussian_log_prob(Z, mu_q, lv_q).sum(-1)
-
         mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
         target = b_t.detach()                                     # aux target gets no gradient
         if cfg.use_l2:
@@ -129,14 +126,8 @@ class ZForcing(nn.Module):
             aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
 
         log_px = self.out.log_prob(H, tm(batch.y))
-        bwd = (-self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None
-               else torch.zeros_like(log_px))
-
-        m_t = tm(mask)
-        s = lambda a: masked_sum(tm(a), mask)  # noqa: E731
-        return Terms(log_px=s(log_px), log_pz=s(log_pz), log_qz=s(log_qz), kl=s(kl_el.sum(-1)),
-                     aux=s(aux), bwd_nll=s(bwd), steps=mask.sum(1),
-                     kl_dims=(kl_el * m_t.unsqueeze(-1)).sum(0))
+        bwd = -self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None else None
+        return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=bwd)
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -147,9 +138,7 @@ class ZForcing(nn.Module):
         cfg = self.cfg
         dev = self.w_hh.weight.device
         h = c = torch.zeros(n, cfg.rnn_dim, device=dev)
-        x = first if first is not None else (
-            torch.zeros(n, cfg.x_dim, device=dev) if cfg.data == "audio"
-            else torch.zeros(n, dtype=torch.long, device=dev))
+        x = first_input(cfg, n, dev, first)
         ys, w_z = [], self._z_weight()
         for _ in range(steps):
             mu_p, lv_p = self.prior(h)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import pandas as pd
