@@ -71,6 +71,14 @@ def init_lstm_(w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor | None
             bias.zero_()
 
 
+def make_lstm(in_dim: int, rnn_dim: int) -> nn.LSTM:
+    """A batch-first one-layer nn.LSTM (cuDNN / oneDNN kernel) with the authors' init."""
+    rnn = nn.LSTM(in_dim, rnn_dim, batch_first=True)
+    init_lstm_(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn_dim)
+    nn.init.zeros_(rnn.bias_hh_l0)
+    return rnn
+
+
 def lstm_update(gates: torch.Tensor, c: torch.Tensor):
     """One LSTM state update from the summed pre-activations (B, 4r)."""
     i, f, g, o = gates.chunk(4, dim=-1)

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import Terms, deterministic_terms, first_input, masked_sum, output_head
-from .layers import Embedding, init_lstm_
+from .layers import Embedding, make_lstm
 
 
 class RNN(nn.Module):
@@ -30,9 +30,7 @@ class RNN(nn.Module):
         self.cfg = cfg
         r = cfg.rnn_dim
         self.emb = Embedding(cfg.data, cfg.x_dim, cfg.emb_dim, cfg.dropout)
-        self.rnn = nn.LSTM(cfg.emb_dim, r, batch_first=True)
-        init_lstm_(self.rnn.weight_ih_l0, self.rnn.weight_hh_l0, self.rnn.bias_ih_l0, r)
-        nn.init.zeros_(self.rnn.bias_hh_l0)
+        self.rnn = make_lstm(cfg.emb_dim, r)
         self.out = output_head(cfg, r)
 
     def noise_shape(self, batch: Batch):

@@ -24,14 +24,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import Terms, first_input, gather_time, latent_terms, output_head, reverse_index
-from .layers import Embedding, GaussianMLP, init_lstm_, lrelu
-
-
-def _lstm(in_dim: int, r: int) -> nn.LSTM:
-    rnn = nn.LSTM(in_dim, r, batch_first=True)
-    init_lstm_(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, r)
-    nn.init.zeros_(rnn.bias_hh_l0)
-    return rnn
+from .layers import Embedding, GaussianMLP, lrelu, make_lstm
 
 
 class SRNN(nn.Module):
@@ -42,8 +35,8 @@ class SRNN(nn.Module):
         self.cfg = cfg
         r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
         self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)
-        self.fwd_rnn = _lstm(e, r)                       # d_t
-        self.bwd_rnn = _lstm(r + e, r)                   # a_t over [d_t; emb(y_t)], reversed
+        self.fwd_rnn = make_lstm(e, r)                       # d_t
+        self.bwd_rnn = make_lstm(r + e, r)                   # a_t over [d_t; emb(y_t)], reversed
         self.prior = GaussianMLP(z + r, m, z)            # [z_{t-1}; d_t]
         self.post = GaussianMLP(z + r, m, z)             # [z_{t-1}; a_t] -> (residual mean, logvar)
         self.dec = nn.Linear(z + r, r)                   # [z_t; d_t]

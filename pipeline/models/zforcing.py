@@ -21,7 +21,7 @@ from .base import (Terms, check_batch, first_input, gather_time, latent_terms, o
                    reverse_index)
 from .distributions import gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
-                     lrelu, lstm_update)
+                     lrelu, lstm_update, make_lstm)
 
 
 class ZForcing(nn.Module):
@@ -33,9 +33,7 @@ class ZForcing(nn.Module):
         r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
         self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)
         # backward LSTM over the reversed targets (inference only)
-        self.bwd_rnn = nn.LSTM(e, r, batch_first=True)
-        init_lstm_(self.bwd_rnn.weight_ih_l0, self.bwd_rnn.weight_hh_l0, self.bwd_rnn.bias_ih_l0, r)
-        nn.init.zeros_(self.bwd_rnn.bias_hh_l0)
+        self.bwd_rnn = make_lstm(e, r)
         self.prior = GaussianMLP(r, m, z)              # p(z_t | h_{t-1})
         self.post = GaussianMLP(2 * r, m, z)           # q(z_t | h_{t-1}, b_t), input [h; b]
         # aux net: z_t only (z_force, paper Eq. 8) or [h_{t-1}; z_t] (authors' code default).
