@@ -3,9 +3,6 @@
 # (`dvc repro`) on the profile selected in params.yaml (default: the embedded corpus, CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q -r requirements.txt
+. scripts/env.sh
 dvc repro "$@"
 echo "Reports: $(pwd)/reports/index.html"

@@ -2,8 +2,5 @@
 # Create .venv (if missing), install the pinned requirements, run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q -r requirements.txt
+. scripts/env.sh
 python -m pytest -q "$@"

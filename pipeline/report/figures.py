@@ -92,14 +92,19 @@ def learning_curves(histories: dict, dpi: int = 80) -> str:
     ax_loss.set(title="training loss (per sequence)", xlabel="update")
     ax_elbo.set(title="training ELBO (nats / sequence)", xlabel="update")
     ax_valid.set(title="validation bound (nats / frame)", xlabel="update")
-    for ax in (ax_loss, ax_elbo, ax_valid):
+    return _curves_panel(fig, (ax_loss, ax_elbo, ax_valid), dpi, "learning curves")
+
+
+def _curves_panel(fig, axes, dpi: int, alt: str) -> str:
+    """Grid, one shared legend of rows under the panels (taken from the first), and HTML."""
+    for ax in axes:
         ax.grid(alpha=0.3)
-    handles, labels = ax_loss.get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
                    frameon=False)
     fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.3, wspace=0.3)
-    return fig_to_html(fig, dpi, "learning curves")
+    return fig_to_html(fig, dpi, alt)
 
 
 def kl_aux_curves(histories: dict, dpi: int = 80) -> str:
@@ -118,14 +123,7 @@ def kl_aux_curves(histories: dict, dpi: int = 80) -> str:
     ax_kl.set(title="KL (nats / sequence)", xlabel="update")
     ax_aux.set(title="aux cost (nats / sequence)", xlabel="update")
     ax_w.set(title="weights: KL (solid), aux (dashed)", xlabel="update")
-    for ax in (ax_kl, ax_aux, ax_w):
-        ax.grid(alpha=0.3)
-    handles, labels = ax_kl.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
-                   frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.3, wspace=0.3)
-    return fig_to_html(fig, dpi, "KL and aux curves")
+    return _curves_panel(fig, (ax_kl, ax_aux, ax_w), dpi, "KL and aux curves")
 
 
 # ----------------------------------------------------------------------------- latents
