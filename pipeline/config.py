@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """Impossible hyperparameters; the message lists every offending field."""
 
 

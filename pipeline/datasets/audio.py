@@ -7,16 +7,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UserError
+
 SAMPLE_RATE = 16000
 FRAME = 200
 LONG_FILE_S = 1200  # longer files are decoded and resampled in blocks (bounded memory)
 
 
-class BadAudio(Exception):
+class BadAudio(UserError):
     """A single input file that cannot be used; the message names the file and why."""
 
 
-class BadInput(Exception):
+class BadInput(UserError):
     """A problem with the corpus as a whole (missing folder, wrong layout, nothing usable)."""
 
 

@@ -17,12 +17,13 @@ import urllib.error
 import urllib.request
 import zipfile
 
+from ..errors import UserError
 from .storage import write_json
 
 LOCK_FILE = os.path.join(os.path.dirname(__file__), "checksums.json")
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     pass
 
 
@@ -30,7 +31,7 @@ class IntegrityError(DownloadError):
     pass
 
 
-class UnsafeArchive(Exception):
+class UnsafeArchive(UserError):
     pass
 
 
