@@ -10,7 +10,7 @@ import numpy as np
 
 from .audio import BadFiles, BadInput, list_audio
 from .blizzard import prepare_blizzard
-from .download import extract, fetch
+from .download import archive_complete, extract, fetch
 from .timit import prepare_from_lists
 
 
@@ -38,11 +38,13 @@ SOURCES = {
 }
 
 
-def download(name: str, raw_dir, progress=True) -> dict:
-    """Fetch and verify the archive (publisher md5, else the lock file), then extract it."""
+def download(name: str, raw_dir, progress=True, lock_path=None, pins=None) -> dict:
+    """Fetch and verify the archive (publisher md5, else a pin, else the sha256 learnt into
+    lock_path once the archive lists to its end), then extract it."""
     src = SOURCES[name]
     archive = os.path.join(raw_dir, src.archive)
-    hashes = fetch(src.url, archive, md5=src.md5, lock_name=src.archive, progress=progress)
+    hashes = fetch(src.url, archive, md5=src.md5, lock_name=src.archive, progress=progress,
+                   lock_path=lock_path, pins=pins, complete=archive_complete, param="data.name")
     target = os.path.join(raw_dir, name)
     if not os.path.isdir(os.path.join(target, src.folder)):
         extract(archive, target)

@@ -21,10 +21,18 @@ def amat_name(split: str) -> str:
     return f"binarized_mnist_{split}.amat"
 
 
-def download_binarized(raw_dir, progress=True) -> dict:
-    """No publisher checksum exists: the lock file records the sha256 on first download."""
+def download_binarized(raw_dir, progress=True, lock_path=None, pins=None) -> dict:
+    """No publisher checksum exists: a pinned sha256 (pins) or the one learnt into lock_path
+    on first download, learnt only once the file has its full count of 784-value lines."""
+    def whole(split):
+        def check(path):
+            n = len(parse_amat(path))
+            if n != EXPECTED[split]:
+                raise BadInput(f"{path}: {n} lines, expected {EXPECTED[split]}")
+        return check
     return {amat_name(s): fetch(BASE + amat_name(s), os.path.join(raw_dir, amat_name(s)),
-                                progress=progress)["sha256"] for s in SPLITS}
+                                progress=progress, lock_path=lock_path, pins=pins,
+                                complete=whole(s), param="data.name")["sha256"] for s in SPLITS}
 
 
 def parse_amat(path) -> np.ndarray:
