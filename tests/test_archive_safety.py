@@ -129,6 +129,7 @@ def _zip_bytes(entries) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 @pytest.mark.parametrize("entries, word", [
     ([("ok/link", "../../../../flag", stat.S_IFLNK | 0o777)], "link"),
     ([("../../evil.txt", "x", stat.S_IFREG | 0o644)], ".."),
@@ -206,3 +207,29 @@ def test_archive_complete_detects_truncation(tmp_path, mode, suffix):
         part.write_bytes(data[:cut])
         with pytest.raises(dl.BadArchive):
             dl.archive_complete(str(part))
+
+
+def test_archive_planted_link_cannot_redirect_a_write(tmp_path):
+    # extract() never makes links; if one were there anyway, the real-path check and
+    # O_EXCL|O_NOFOLLOW still keep every write inside the extraction folder
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(outside, root / "sub")
+    os.symlink(outside / "f.txt", root / "f.txt")
+    tree = dl._Tree(str(root), "a.tar")
+    for name in ("sub/x.txt", "f.txt"):
+        with pytest.raises(dl.UnsafeArchive):
+            tree.file(name, name.split("/"), io.BytesIO(b"x"))
+    assert os.listdir(outside) == []
+
+
+def test_archive_complete_zip(tmp_path):
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.bin", os.urandom(5000))
+    dl.archive_complete(str(z))
+    data = z.read_bytes()
+    (tmp_path / "cut.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(dl.BadArchive):
+        dl.archive_complete(str(tmp_path / "cut.zip"))

@@ -38,13 +38,14 @@ SOURCES = {
 }
 
 
-def download(name: str, raw_dir, progress=True, lock_path=None, pins=None) -> dict:
+def download(name: str, raw_dir, progress=True, lock_path=None, pins=None, param=None) -> dict:
     """Fetch and verify the archive (publisher md5, else a pin, else the sha256 learnt into
-    lock_path once the archive lists to its end), then extract it."""
+    lock_path once the archive lists to its end), then extract it. param: the parameter
+    that chose this source, named if the host cannot be reached."""
     src = SOURCES[name]
     archive = os.path.join(raw_dir, src.archive)
     hashes = fetch(src.url, archive, md5=src.md5, lock_name=src.archive, progress=progress,
-                   lock_path=lock_path, pins=pins, complete=archive_complete, param="data.name")
+                   lock_path=lock_path, pins=pins, complete=archive_complete, param=param)
     target = os.path.join(raw_dir, name)
     if not os.path.isdir(os.path.join(target, src.folder)):
         extract(archive, target)

@@ -21,9 +21,10 @@ def amat_name(split: str) -> str:
     return f"binarized_mnist_{split}.amat"
 
 
-def download_binarized(raw_dir, progress=True, lock_path=None, pins=None) -> dict:
+def download_binarized(raw_dir, progress=True, lock_path=None, pins=None, param=None) -> dict:
     """No publisher checksum exists: a pinned sha256 (pins) or the one learnt into lock_path
-    on first download, learnt only once the file has its full count of 784-value lines."""
+    on first download, learnt only once the file has its full count of 784-value lines.
+    param: the parameter that chose this source, named if the host cannot be reached."""
     def whole(split):
         def check(path):
             n = len(parse_amat(path))
@@ -32,7 +33,7 @@ def download_binarized(raw_dir, progress=True, lock_path=None, pins=None) -> dic
         return check
     return {amat_name(s): fetch(BASE + amat_name(s), os.path.join(raw_dir, amat_name(s)),
                                 progress=progress, lock_path=lock_path, pins=pins,
-                                complete=whole(s), param="data.name")["sha256"] for s in SPLITS}
+                                complete=whole(s), param=param)["sha256"] for s in SPLITS}
 
 
 def parse_amat(path) -> np.ndarray:
