@@ -270,8 +270,9 @@ def fetch(url, dest, *, sha256=None, md5=None, lock_name=None, lock_path=None, p
     size = os.path.getsize(part)
     if pin_size is not None and size != pin_size:
         os.remove(part)
-        raise IntegrityError(f"{dest}: {size} bytes but {pins[name]['file']} pins {pin_size} for "
-                             f"{name}: run again to download it again, or correct the pin")
+        where = pins[name].get("file", "the pin file")
+        raise IntegrityError(f"{dest}: {size} bytes but {where} pins {pin_size} for {name}: "
+                             "run again to download it again, or correct the pin")
     try:
         got = verify(part, name=dest, expect=expect)
     except IntegrityError:
@@ -396,7 +397,9 @@ class _Tree:
         if len(parts) > 1:
             self.folder(name, parts[:-1])
         self._real(path, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        # O_EXCL: never reuse an existing entry; O_NOFOLLOW: never write through a link
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
         try:
             fd = os.open(path, flags, 0o755 if executable else 0o644)
         except OSError as e:
