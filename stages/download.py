@@ -1,41 +1,32 @@
-"""Stage `download`: obtain the raw data of the selected dataset and verify it.
+"""Stage `download@<bench>`: obtain and verify the raw data of one benchmark's source.
 
-Usage (from the repo root): python -m stages.download --params params.yaml --out data/raw
+    python -m stages.download timit --params params.yaml --out data/timit/raw
 
-Reads params.yaml `data:` (all optional, defaults in pipeline/datasets/registry.py):
-  data.name          synthetic | timit | blizzard | binarized_mnist | mnist_offline |
-                     ljspeech | librispeech_dev_clean              (default synthetic)
-  data.seed          generator seed of the synthetic corpus         (default 0)
-  data.minutes       synthetic: minutes of training audio           (default 20)
-  data.speakers      synthetic: [train, valid, test] speakers       (default [20, 4, 6])
-  data.timit_path    folder holding TIMIT's TRAIN/ and TEST/         (timit only)
-  data.blizzard_path folder holding the Blizzard 2013 mp3 chapters   (blizzard only)
-  data.progress      show download progress bars                     (default true)
-Writes <out>/<name>/ (raw files) and <out>/<name>.download.json. Hashes of files without a
-publisher checksum are recorded in pipeline/datasets/checksums.json on first download.
+Reads benchmarks.<bench>.source and benchmarks.<bench>.data. The embedded sources are
+generated offline (seeded, byte-identical); real sources are downloaded and verified, or
+read in place from a licensed local path. Hashes learnt on a first download are kept with
+the data (<out>/checksums.json).
 """
 import argparse
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from stages.common import load_params, run  # noqa: E402
-
-from pipeline.datasets.registry import DataConfig, download  # noqa: E402
+from stages import params as P
+from stages.common import run
 
 
-def main(argv=None):
+def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bench")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/raw")
-    args = ap.parse_args(argv)
-    cfg = DataConfig.from_params(load_params(args.params).get("data"))
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    from pipeline.datasets.registry import download
+    cfg = P.data_config(P.read(args.params), args.bench)
     t0 = time.perf_counter()
-    print(json.dumps(download(cfg, args.out), indent=1))
-    print(f"download: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(json.dumps(download(cfg, args.out), indent=1)[:2000])
+    print(f"download {args.bench}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,71 @@
-"""Evaluate one trained row on the test split: bounds, latent usage, generated audio.
+"""Stage `evaluate_<bench>@<row>-<seed>`: bounds, latent usage and samples of one cell.
 
-    python -m stages.evaluate --row zforcing --model models/zforcing --data data/prepared --out eval/zforcing
+    python -m stages.evaluate timit zforcing 0 --data data/timit/prepared \
+        --model models/timit/zforcing/s0 --out eval/timit/zforcing/s0
 
-Reads params.yaml: profile, profiles, eval.*. Writes into --out:
-  metrics.json  test (and valid) bounds in nats per sequence / step / sample, the IWAE bound
-                when eval.iwae_k > 0, and every setting that produced them
-  latent.json   KL per latent dimension (latent models)
-  samples.npz   `generated` waveforms sampled from the model, `sample_rate`
-With whole-utterance test sets the authors' padded-mean quirk is computed too
-(`test_quirk`), so the report can show both; the corrected number is `test`.
+Reads eval.* (with benchmarks.<bench>.eval overrides). Writes into --out:
+  metrics.json  a handful of numbers, headline first: `bound` (nats per sequence: the
+                IWAE-K bound of latent models when eval.iwae_k > 0, else the ELBO; the exact
+                log-likelihood of exact models), elbo, kl, per_step, active_units; MNIST adds
+                nll (nats per image), IMDB ppl / ppl_elbo / kl_per_word
+  info.json     everything behind those numbers: full test/valid results, the authors'
+                padded-mean quirk on whole-utterance tests, the effective settings, what the
+                data is, and the hashes of what was read (prepared manifest, model, settings)
+  latent.json   KL per latent dimension (null for exact models)
+  samples.npz   sequences sampled from the model (audio waveforms / digit probabilities)
+  text.json     IMDB: sampled sentences, reconstructions, one latent perturbed
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import os
-import shutil
+import math
+from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import StageError, load_params, run, section, setup_torch, write_json
-
-DEFAULTS = dict(batch_size=32, iwae_k=0, iwae_chunk=8, test_limit=0, valid=True, samples=3,
-                sample_seconds=2.0, device="auto", threads=1, seed=0)
+from stages import params as P
+from stages.common import StageError, output_dir, run, setup_torch, write_json
 
 
-def eval_options(params: dict) -> dict:
-    e = section(params, "eval")
-    unknown = sorted(set(e) - set(DEFAULTS))
-    if unknown:
-        raise StageError(f"params.yaml eval: unknown keys {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(DEFAULTS))})")
-    return {**DEFAULTS, **e}
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def headline(test: dict, exact: bool, bench: str) -> tuple[dict, str]:
+    kind = "exact" if exact else ("iwae" if "iwae_per_seq" in test else "elbo")
+    key = "iwae" if kind == "iwae" else "elbo"
+    m = {"bound": test[f"{key}_per_seq"], "elbo": test["elbo_per_seq"], "kl": test["kl_per_seq"],
+         "per_step": test[f"{key}_per_step"], "active_units": test.get("active_units")}
+    if bench == "mnist":
+        m["nll"] = -m["bound"]
+    if bench == "imdb":  # perplexity = exp(-sum bound / predicted tokens): an upper bound
+        m["ppl"] = math.exp(-test[f"{key}_per_step"])
+        m["ppl_elbo"] = math.exp(-test["elbo_per_step"])
+        m["kl_per_word"] = test["kl_per_step"]
+    return m, kind
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--row", required=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bench")
+    ap.add_argument("row")
+    ap.add_argument("seed", type=int)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True, help="folder written by the train stage")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    params = load_params(args.params)
-    opts = eval_options(params)
-    device = setup_torch(opts["threads"], opts["device"])
+    params = P.read(args.params)
+    opts = P.eval_settings(params, args.bench)
+    row = P.table_rows(params, args.bench).get(args.row)
+    if row is None:
+        raise StageError(f"{args.bench} trains no row {args.row!r}")
+    model_file = Path(args.model) / "model.npz"
+    if not model_file.exists():
+        raise StageError(f"{model_file} not found: run the train stage of {args.bench}/{args.row} first")
+    device = setup_torch(opts.threads, opts.device)
 
     import numpy as np
     import torch
@@ -54,66 +75,100 @@ def main():
     from pipeline.datasets import frames_to_waveform, open_split, read_manifest
     from pipeline.models import build_model
 
-    model_file = Path(args.model) / "model.npz"
-    if not model_file.exists():
-        raise StageError(f"{model_file} not found: run the train stage for row {args.row} first")
     saved = json.loads((Path(args.model) / "model.json").read_text())
     model = build_model(ModelConfig(**saved["model_config"]))
     model.load_state_dict(checkpoint.load_npz(model_file))
     model.to(device).eval()
     manifest = read_manifest(args.data)
     per_step = int(manifest.get("frame_size") or 1) if manifest["kind"] == "audio" else 1
-    limit = opts["test_limit"] or None
+    limit = opts.test_limit or None
 
     def bounds(split, iwae_k):
-        loader = open_split(args.data, split, opts["batch_size"], limit=limit)
-        return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts["iwae_chunk"],
-                        samples_per_step=per_step, device=device, seed=opts["seed"])
+        loader = open_split(args.data, split, opts.batch_size, limit=limit)
+        return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
+                        samples_per_step=per_step, device=device, seed=opts.seed)
 
-    test = bounds("test", opts["iwae_k"])
-    layout = manifest["splits"]["test"].get("layout")
-    quirk = padded_mean_quirk(test) if layout == "utterances" else None
-    valid = bounds("valid", 0) if opts["valid"] and "valid" in manifest["splits"] else None
+    exact = bool(model.exact)
+    test = bounds("test", 0 if exact else opts.iwae_k)
+    quirk = padded_mean_quirk(test) if manifest["splits"]["test"].get("layout") == "utterances" else None
+    valid = bounds("valid", 0) if opts.valid and "valid" in manifest["splits"] else None
     kl_per_dim = test.pop("kl_per_dim", None)
     for res in (quirk, valid):
         if res:
             res.pop("kl_per_dim", None)
+    metrics, kind = headline(test, exact, args.bench)
 
-    row = saved["row"]
-    # which paper column the data stands in for: its protocol (LJSpeech -> blizzard, ...)
-    column = ("mnist" if manifest["kind"] == "binary"
-              else manifest.get("protocol", {}).get("name", "timit"))
-    metrics = {
-        "row": row["name"], "model": row["model"], "paper_name": row["paper_name"],
-        "dataset": manifest["dataset"], "column": column, "exact": bool(model.exact),
-        "params": saved["params"], "profile": params.get("profile", "default"),
-        "test": test, "test_quirk": quirk, "valid": valid,
-        "settings": {"model": saved["model_config"], "train": saved["train_config"],
-                     "row": {"kla": row["kla"], "aux": row["aux"]},
-                     "aux_weight": saved["train_config"]["aux_weight"],
-                     "protocol": manifest.get("protocol", {}), "selected": saved["selected"],
-                     "device": device.type, "threads": torch.get_num_threads(),
-                     "eval": {k: opts[k] for k in ("batch_size", "iwae_k", "test_limit", "seed")}},
-        "train": {"updates": saved["updates"], "skipped": saved["skipped"],
-                  "best_valid_elbo_per_seq": saved["best_valid_elbo_per_seq"]},
+    settings = {"model": saved["model_config"], "train": saved["train_config"],
+                "options": saved.get("options", {}), "eval": asdict(opts),
+                "aux_weight": saved["train_config"]["aux_weight"], "kla": row.kla,
+                "aux": row.aux or row.beta, "profile": params.get("profile_name"),
+                "precision": "fp32", "threads": torch.get_num_threads()}
+    info = {
+        "bench": args.bench, "row": row.name, "seed": args.seed,
+        "train_seed": saved["train_config"]["seed"], "paper_name": row.paper_name, "exact": exact,
+        "bound_kind": kind, "iwae_k": 0 if exact else opts.iwae_k, "params": saved["params"],
+        "test": test, "test_quirk": quirk, "valid": valid, "settings": settings,
+        "data": {k: manifest.get(k) for k in ("dataset", "source", "comparable", "title_note",
+                                               "protocol", "split_sizes")},
+        "train": {"updates": saved["updates"], "skipped": saved["skipped"], "seconds": None,
+                  "best_valid": saved["best_valid_elbo_per_seq"]},
+        "provenance": {"prepared_manifest_sha256": sha256(Path(args.data) / "manifest.json"),
+                       "model_sha256": sha256(model_file),
+                       "params_sha256": P.digest(settings), "code_sha256": _code_hash()},
     }
+    for name, res in (("test", test), ("valid", valid)):
+        bad = [k for k, v in (res or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise StageError(f"{args.data}: the {name} split gives a non-finite {bad[0]} for "
+                             f"{args.bench}/{row.name}/s{args.seed} (NaN/inf in the data or a diverged model)")
 
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_json(tmp / "metrics.json", metrics)
-    if kl_per_dim is not None:
-        write_json(tmp / "latent.json", {"kl_per_dim": kl_per_dim})
-    if manifest["kind"] == "audio" and opts["samples"]:
-        torch.manual_seed(opts["seed"])
-        steps = max(1, int(opts["sample_seconds"] * manifest["sample_rate"] / per_step))
-        frames = model.generate(opts["samples"], steps).cpu()
-        wave = np.stack([frames_to_waveform(f, manifest) for f in frames])
-        checkpoint.save_npz({"generated": wave, "sample_rate": np.int64(manifest["sample_rate"])},
-                            tmp / "samples.npz")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with output_dir(args.out) as tmp:
+        # metrics.json keeps its order (headline first) and holds numbers only
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        write_json(tmp / "info.json", info)
+        write_json(tmp / "latent.json", {"kl_per_dim": kl_per_dim})  # null for exact models
+        gen = torch.Generator(device=device).manual_seed(opts.seed)
+        torch.manual_seed(opts.seed)
+        if manifest["kind"] == "audio" and opts.samples:
+            steps = max(1, int(opts.sample_seconds * manifest["sample_rate"] / per_step))
+            frames = model.generate(opts.samples, steps).cpu()
+            wave = np.stack([frames_to_waveform(f, manifest) for f in frames])
+            checkpoint.save_npz({"generated": wave, "sample_rate": np.int64(manifest["sample_rate"])},
+                                tmp / "samples.npz")
+        elif manifest["kind"] == "binary" and opts.samples:
+            _digits(model, args.data, manifest, opts, gen, tmp)
+        elif manifest["kind"] == "tokens" and opts.samples:
+            _sentences(model, args.data, manifest, opts, gen, tmp, kl_per_dim)
+
+
+def _digits(model, data, manifest, opts, gen, tmp):
+    import numpy as np
+    from pipeline import checkpoint
+    from pipeline.datasets import open_split
+    steps = int(manifest["protocol"].get("steps") or 784)
+    side = int(round(steps ** 0.5))
+    probs = model.generate(max(opts.samples, 8), steps, sample_output=False).cpu().numpy()
+    arrays = {"generated": probs.reshape(len(probs), -1).astype(np.float32), "side": np.int64(side)}
+    batch = open_split(data, "test", 8).batch(0, 0)
+    arrays["originals"] = batch.y.numpy().astype(np.uint8)
+    if hasattr(model, "reconstruct"):
+        arrays["recon"] = model.reconstruct(batch.to(next(model.parameters()).device),
+                                            generator=gen).cpu().numpy().astype(np.float32)
+    checkpoint.save_npz(arrays, tmp / "samples.npz")
+
+
+def _sentences(model, data, manifest, opts, gen, tmp, kl_per_dim):
+    try:
+        from pipeline.models import lm_probe
+    except ImportError:
+        return
+    write_json(tmp / "text.json", lm_probe.page_examples(model, data, manifest, n=opts.samples,
+                                                        generator=gen, kl_per_dim=kl_per_dim))
+
+
+def _code_hash() -> str:
+    from stages.train import code_hash
+    return code_hash()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Train one row of the paper's tables on a prepared dataset.
+"""Stage `train_<bench>@<row>-<seed>`: train one cell (benchmark, table row, seed index).
 
-    python -m stages.train --row zforcing_aux --data data/prepared --out models/zforcing_aux
+    python -m stages.train timit zforcing_aux 0 --data data/timit/prepared --out models/timit/zforcing_aux/s0
 
-Reads params.yaml: profile, profiles, model.*, train.*, and aux_weight (used by the
-"+ aux" rows only, so only their dvc.yaml stage lists it). Writes into --out:
+Reads model.*, train.* (with benchmarks.<bench>.model/train overrides), and for "+ aux"
+rows aux_weight (or benchmarks.<bench>.aux_weight). Writes into --out:
   model.npz     weights (best on validation, or last: train.select), pickle-free
   model.json    the model and training configs used, parameter count, updates, skips
   history.json  learning curves (train records every train.log_every updates, valid records)
 Everything in --out is a pure function of data, params and code (timings stay out), so
-`dvc repro` reproduces its hashes. Timings and live metrics go to dvclive in live/<row>
-(git-ignored, shown by `dvc plots show`). The in-progress checkpoint lives in
-.ckpt/<hash of params, data manifest and code>/, outside DVC's outputs: an interrupted run
-resumes, and no other configuration ever picks it up.
+`dvc repro` reproduces its hashes. Timings and live metrics go to dvclive in
+live/<bench>/<row>/s<seed> (git-ignored). The in-progress checkpoint lives in
+.ckpt/<hash of settings, data manifest and code>/, outside DVC's outputs: an interrupted
+run resumes, and no other configuration ever picks it up.
 """
 from __future__ import annotations
 
@@ -24,76 +24,42 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import (StageError, load_params, run, section, setup_torch, write_json)
+from stages import params as P
+from stages.common import StageError, output_dir, run, setup_torch, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_KEYS = ("anneal_fraction", "device", "threads", "select", "valid_limit", "train_limit")
-
-
-def train_config(params: dict, row) -> tuple:
-    """(TrainConfig, stage options) for a row: the row decides KL annealing and the aux cost."""
-    from pipeline.config import TrainConfig, from_dict
-    t = section(params, "train")
-    opts = {k: t.pop(k) for k in STAGE_KEYS if k in t}
-    t["kl_anneal"] = row.kla
-    t["aux_weight"] = float(params.get("aux_weight", 0.0)) if row.aux else 0.0
-    if not row.aux:
-        t["aux_anneal_updates"] = 0
-    frac = float(opts.get("anneal_fraction") or 0)
-    if frac:  # short runs: schedules reach their caps at a fixed fraction of the budget
-        n = max(1, round(frac * t["max_updates"]))
-        t["kl_step"] = (t.get("kl_cap", 1.0) - t.get("kl_start", 0.2)) / n
-        if row.aux:
-            t["aux_anneal_updates"] = n
-    if t["aux_weight"] < 0:
-        raise StageError(f"aux_weight={t['aux_weight']} in params.yaml: must be >= 0")
-    return from_dict(TrainConfig, t), opts
-
-
-def model_config(params: dict, row, manifest: dict):
-    from pipeline.config import ModelConfig, from_dict
-    from pipeline.models.budget import resolve_budget
-    m = section(params, "model")
-    kind = manifest["kind"]
-    m.update(name=row.model, data=kind, x_dim=int(manifest["x_dim"]),
-             output=m.get("output", "gaussian") if kind == "audio" else "bernoulli")
-    return resolve_budget(from_dict(ModelConfig, m))
 
 
 def code_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted((ROOT / "pipeline").rglob("*.py")) + [Path(__file__)]:
+    for p in sorted((ROOT / "pipeline").rglob("*.py")) + [Path(__file__), ROOT / "stages/params.py"]:
         h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 
-def run_key(row, mcfg, tcfg, opts, manifest_bytes: bytes) -> str:
-    blob = json.dumps({"row": row.name, "model": asdict(mcfg), "train": asdict(tcfg),
-                       "opts": opts, "code": code_hash()}, sort_keys=True).encode()
-    return hashlib.sha256(blob + hashlib.sha256(manifest_bytes).digest()).hexdigest()[:16]
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--row", required=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bench")
+    ap.add_argument("row")
+    ap.add_argument("seed", type=int, help="seed index (cell seed = train.seed + index)")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--live", default=None, help="dvclive folder (default live/<row>)")
+    ap.add_argument("--live", default=None, help="dvclive folder (default live/<bench>/<row>/s<seed>)")
     ap.add_argument("--ckpt-root", default=".ckpt")
     args = ap.parse_args()
 
+    params = P.read(args.params)
+    rows = P.table_rows(params, args.bench)
+    if args.row not in rows:
+        raise StageError(f"{args.bench} trains no row {args.row!r}; its rows: {', '.join(rows)} "
+                         f"(benchmarks.{args.bench}.rows / aux_rows)")
+    row = rows[args.row]
     from pipeline.datasets import open_split, read_manifest
-    from pipeline.rows import get_row
-    try:
-        row = get_row(args.row)
-    except ValueError as err:
-        raise StageError(str(err)) from err
-    params = load_params(args.params)
     manifest = read_manifest(args.data)
-    tcfg, opts = train_config(params, row)
-    mcfg = model_config(params, row, manifest)
-    device = setup_torch(opts.get("threads", 1), opts.get("device", "auto"))
+    tcfg, opts = P.train_settings(params, args.bench, row, args.seed)
+    mcfg = P.model_settings(params, args.bench, row, manifest)
+    device = setup_torch(opts.threads, opts.device)
 
     import torch
     from pipeline import checkpoint
@@ -101,8 +67,8 @@ def main():
     from pipeline.train import train
 
     loader = open_split(args.data, "train", tcfg.batch_size, shuffle=True, seed=tcfg.seed,
-                        drop_last=True, limit=opts.get("train_limit") or None)
-    valid = (open_split(args.data, "valid", tcfg.batch_size, limit=opts.get("valid_limit") or None)
+                        drop_last=True, limit=opts.train_limit or None)
+    valid = (open_split(args.data, "valid", tcfg.batch_size, limit=opts.valid_limit or None)
              if "valid" in manifest["splits"] else None)
     if loader.num_batches == 0:
         raise StageError(f"{args.data}: the train split has fewer sequences than "
@@ -110,10 +76,13 @@ def main():
     torch.manual_seed(tcfg.seed)
     model = build_model(mcfg)
 
-    manifest_bytes = (Path(args.data) / "manifest.json").read_bytes()
-    ckpt = Path(args.ckpt_root) / run_key(row, mcfg, tcfg, opts, manifest_bytes) / "train.pt"
-    live = _live(args.live or f"live/{row.name}", resume=ckpt.exists())
-    bar = _progress(tcfg.max_updates, row.name)
+    cell = f"{args.bench}/{row.name}/s{args.seed}"
+    manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
+    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg),
+                    "opts": asdict(opts), "code": code_hash(), "data": manifest_sha})[:16]
+    ckpt = Path(args.ckpt_root) / key / "train.pt"
+    live = _live(args.live or f"live/{cell}", resume=ckpt.exists())
+    bar = _progress(tcfg.max_updates, cell)
 
     def on_log(rec):
         bar.update(rec["update"] - bar.n)
@@ -127,7 +96,7 @@ def main():
             live.next_step()
 
     def on_eval(rec):
-        bar.write(f"[{row.name}] update {rec['update']}: valid ELBO {rec['valid_elbo_per_seq']:.2f} "
+        bar.write(f"[{cell}] update {rec['update']}: valid ELBO {rec['valid_elbo_per_seq']:.2f} "
                   f"nats/seq, lr {rec['lr']:.2e}")
         if live:
             live.log_metric("valid/elbo_per_seq", rec["valid_elbo_per_seq"])
@@ -141,29 +110,21 @@ def main():
         live.summary.update(seconds=seconds)
         live.end()
 
-    select = opts.get("select", "best")
-    if select not in ("best", "last"):
-        raise StageError(f"train.select={select!r}: use best or last")
-    state = out["best_state"] if select == "best" else out["last_state"]
-    dest = Path(args.out)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    checkpoint.save_npz(state, tmp / "model.npz")
-    write_json(tmp / "model.json", {
-        # the built model's own config: a registry name may fix the output family
-        "model_config": asdict(model.cfg), "train_config": asdict(tcfg), "row": asdict(row),
-        "selected": select, "params": count_parameters(model),
-        "updates": out["position"]["updates"], "skipped": out["skipped"],
-        "best_valid_elbo_per_seq": out["position"]["best_valid"]})
-    timing = ("frames_per_s", "ms_per_update")
-    write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}
-                                                  for r in out["history"]]})
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    state = out["best_state"] if opts.select == "best" else out["last_state"]
+    with output_dir(args.out) as tmp:
+        checkpoint.save_npz(state, tmp / "model.npz")
+        write_json(tmp / "model.json", {
+            # the built model's own config: a registry name may fix the output family
+            "cell": cell, "model_config": asdict(model.cfg), "train_config": asdict(tcfg),
+            "options": asdict(opts), "row": asdict(row), "params": count_parameters(model),
+            "updates": out["position"]["updates"], "skipped": out["skipped"],
+            "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha})
+        timing = ("frames_per_s", "ms_per_update")
+        write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}
+                                                      for r in out["history"]]})
     shutil.rmtree(ckpt.parent, ignore_errors=True)  # finished: the output is the record now
-    print(f"[{row.name}] {out['position']['updates']} updates ({out['skipped']} skipped) in "
-          f"{seconds:.1f} s -> {dest}", file=sys.stderr)
+    print(f"[{cell}] {out['position']['updates']} updates ({out['skipped']} skipped) in "
+          f"{seconds:.1f} s -> {args.out}", file=sys.stderr)
 
 
 def _progress(total, name):
@@ -172,10 +133,7 @@ def _progress(total, name):
 
 
 def _live(path, resume: bool):
-    try:
-        from dvclive import Live
-    except ImportError:
-        return None
+    from dvclive import Live
     return Live(path, dvcyaml=False, save_dvc_exp=False, resume=resume, report=None)
 
 

@@ -13,7 +13,7 @@ from .storage import Int16Stream, atomic_dir, copy_frames, moments, save_npy, sh
 SPLITS = ("train", "valid", "test")
 ROW_FRAMES = 40
 OBTAIN = ("TIMIT (LDC93S1) is licensed: obtain it from https://catalog.ldc.upenn.edu/LDC93S1 "
-          "and set data.timit_path to the folder holding TRAIN/ and TEST/")
+          "and set benchmarks.timit.data.path to the folder holding TRAIN/ and TEST/")
 # SRNN's original split as published by the STCN authors (SPEC section 3).
 _RAW = "https://raw.githubusercontent.com/emreaksan/stcn/master/experiments_speech/data_scripts_timit/"
 PUBLISHED_LISTS = {
@@ -27,7 +27,7 @@ def list_name(split: str) -> str:
     return f"timit_{split}_files.txt"
 
 
-def find_corpus_root(path, param="data.timit_path", obtain=OBTAIN) -> str:
+def find_corpus_root(path, param="benchmarks.timit.data.path", obtain=OBTAIN) -> str:
     """The folder holding TRAIN/ and TEST/ (either case), at `path` or up to two levels down."""
     if not path or not os.path.isdir(path):
         raise BadInput(f"TIMIT folder {path!r} does not exist. {obtain}")
@@ -151,7 +151,7 @@ def verify_lists(lists_dir, expected=PUBLISHED_LISTS) -> dict:
     for split, (url, sha, n) in expected.items():
         path = os.path.join(lists_dir, list_name(split))
         if not os.path.exists(path):
-            raise BadInput(f"{path} missing: run the download stage with data.name: timit "
+            raise BadInput(f"{path} missing: run the download stage with benchmarks.timit.source: timit_ldc "
                            f"(it fetches {url})")
         got = sha256_file(path)
         if got != sha:
@@ -162,9 +162,10 @@ def verify_lists(lists_dir, expected=PUBLISHED_LISTS) -> dict:
     return hashes
 
 
-def prepare_timit(timit_path, lists_dir, out, bad: BadFiles, verify: bool = True) -> dict:
+def prepare_timit(timit_path, lists_dir, out, bad: BadFiles, verify: bool = True,
+                  param: str = "benchmarks.timit.data.path") -> dict:
     """The SRNN protocol on a local LDC TIMIT tree with the published 4,389/231/1,680 lists."""
-    root = find_corpus_root(timit_path)
+    root = find_corpus_root(timit_path, param=param)
     sources = verify_lists(lists_dir) if verify else {}
     lists = {s: read_list(os.path.join(lists_dir, list_name(s))) for s in SPLITS}
     return prepare_from_lists(root, lists, out, dataset="timit", bad=bad, sources=sources,
