@@ -1,5 +1,6 @@
-"""End to end: the repository copied into a fresh git repo, `dvc repro` on the tiny
-profile, then an aux-weight experiment that must retrain only the "+ aux" rows."""
+"""End to end: the repository copied into a fresh git repo, the tiny profile composed by
+Hydra, `dvc repro`, then experiments that must rerun only what reads the changed key.
+A second copy checks that `-S` wins over the default profile on one train stage."""
 import json
 import math
 import os
@@ -9,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline.rows import ROWS
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = ("data/", "models/", "eval/", "live/", "reports/", ".ckpt/", "dvc.lock")
+SKIP = ("data/", "models/", "eval/", "live/", "reports/", ".ckpt/", "dvc.lock", ".venv/")
 
 
 def _env():
@@ -33,9 +33,7 @@ def sh(cmd, cwd, check=True):
     return res
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("repo")
+def copy_repo(dst: Path, profile: str | None = None) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\n")
     for f in filter(None, files):
@@ -43,40 +41,69 @@ def repo(tmp_path_factory):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    params = (dst / "params.yaml").read_text()
-    assert "\nprofile: default\n" in params
-    (dst / "params.yaml").write_text(params.replace("\nprofile: default\n", "\nprofile: tiny\n"))
+    if profile:  # what `dvc exp run -S profile=...` composes, written for plain `dvc repro`
+        from dvc.utils.hydra import compose_and_dump
+        compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst),
+                         [f"profile={profile}"])
     sh("git init -q && git add -A && git commit -qm init", dst)
+    return dst
+
+
+def ran(out: str) -> set:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def params(repo) -> dict:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dst = copy_repo(tmp_path_factory.mktemp("repo"), profile="tiny")
     sh("dvc repro", dst)
     return dst
 
 
-def test_repro_writes_metrics_for_every_row(repo):
-    for name in ROWS:
-        m = json.loads((repo / "eval" / name / "metrics.json").read_text())
-        assert m["row"] == name and m["profile"] == "tiny"
-        assert math.isfinite(m["test"]["elbo_per_seq"])
-        assert m["test"]["sequences"] > 0
-        if m["exact"]:
-            assert m["test"]["kl_per_seq"] == 0
+def cells(repo):
+    p = params(repo)
+    for bench, b in p["benchmarks"].items():
+        for row in b["rows"] + b["aux_rows"]:
+            for s in p["seeds"]:
+                yield bench, row, s
+
+
+def test_repro_writes_metrics_for_every_cell(repo):
+    found = list(cells(repo))
+    assert len(found) >= 10 and {b for b, _, _ in found} >= {"timit", "blizzard"}
+    for bench, row, s in found:
+        cell = repo / "eval" / bench / row / f"s{s}"
+        m = json.loads((cell / "metrics.json").read_text())
+        assert list(m)[0] == "bound" and math.isfinite(m["bound"]) and len(m) <= 8
+        info = json.loads((cell / "info.json").read_text())
+        assert (info["bench"], info["row"], info["seed"]) == (bench, row, s)
+        assert info["settings"]["profile"] == "tiny"
+        assert info["train_seed"] == params(repo)["train"]["seed"] + s
+        assert len(info["provenance"]["model_sha256"]) == 64
+        if info["exact"]:
+            assert m["kl"] == 0 and info["bound_kind"] == "exact"
         else:  # the importance-weighted bound is at least the ELBO on average
-            assert m["test"]["iwae_per_seq"] > m["test"]["elbo_per_seq"] - 1e-3 * abs(m["test"]["elbo_per_seq"])
-        assert (repo / "models" / name / "model.npz").exists()
-    aux = json.loads((repo / "eval/zforcing_aux/metrics.json").read_text())
-    assert aux["settings"]["train"]["aux_weight"] > 0
-    plain = json.loads((repo / "eval/zforcing/metrics.json").read_text())
-    assert plain["settings"]["train"]["aux_weight"] == 0
+            assert m["bound"] > m["elbo"] - 1e-3 * abs(m["elbo"])
+        aux = info["settings"]["aux_weight"]
+        assert (aux > 0) == row.endswith("_aux"), (row, aux)
+    seeds = {json.loads((repo / f"models/timit/zforcing/s{s}/model.json").read_text())
+             ["train_config"]["seed"] for s in params(repo)["seeds"]}
+    assert len(seeds) == len(params(repo)["seeds"])  # each seed index trains its own cell
 
 
 def test_repro_writes_self_contained_reports(repo):
     index = (repo / "reports" / "index.html").read_text()
-    pages = sorted(p.name for p in (repo / "reports").glob("*.html") if p.name != "index.html")
-    assert pages, "no table page rendered"
-    for page in pages:
-        assert page in index
-        html = (repo / "reports" / page).read_text()
+    for bench in ("timit", "blizzard"):
+        page = repo / "reports" / f"{bench}.html"
+        assert page.name in index
+        html = page.read_text()
         assert "cdn." not in html and "<script src=\"http" not in html
         assert "data:image/png;base64" in html
+        assert page.stat().st_size < 2_000_000
 
 
 def test_second_repro_is_a_noop_and_status_clean(repo):
@@ -85,38 +112,80 @@ def test_second_repro_is_a_noop_and_status_clean(repo):
     assert "up to date" in sh("dvc status", repo).stdout
 
 
-def test_metrics_show_lists_every_row(repo):
-    out = sh("dvc metrics show --json", repo).stdout
-    assert all(f"eval/{name}/metrics.json" in out for name in ROWS)
-
-
-def test_aux_weight_experiment_retrains_only_aux_rows(repo):
+def test_aux_weight_experiment_retrains_only_aux_cells(repo):
     sh("git add -A && git commit -qm repro", repo)
     out = sh("dvc exp run -S aux_weight=0.02", repo).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    aux_rows = {n for n, r in ROWS.items() if r.aux}
-    assert {f"train_aux@{n}" for n in aux_rows} <= ran
-    assert not any(s.startswith("train@") for s in ran), ran
-    assert {s for s in ran if s.startswith("evaluate@")} == {f"evaluate@{n}" for n in aux_rows}
-    m = json.loads((repo / "eval/zforcing_aux/metrics.json").read_text())
-    assert m["settings"]["aux_weight"] == 0.02
+    stages = ran(out)
+    trained = {s for s in stages if s.startswith("train_")}
+    assert trained and all(s.split("@")[0].endswith("_aux") for s in trained), stages
+    assert {s.split("@")[0] for s in trained} == {"train_timit_aux", "train_blizzard_aux"}
+    evaluated = {s for s in stages if s.startswith("evaluate_")}
+    assert {s.replace("evaluate_", "train_") for s in evaluated} == trained
+    info = json.loads((repo / "eval/timit/zforcing_aux/s0/info.json").read_text())
+    assert info["settings"]["aux_weight"] == 0.02
+    assert params(repo)["aux_weight"] == 0.02 and params(repo)["profile_name"] == "tiny"
 
 
-def test_bad_input_is_one_line_and_deletes_nothing(repo):
-    before = (repo / "models/zforcing/model.npz").read_bytes()
-    res = sh("python -m stages.train --row zforcing_typo --out models/zforcing", repo, check=False)
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "zforcing_typo" in res.stderr
+def test_adding_a_seed_runs_only_the_new_cells(repo):
+    p = params(repo)
+    p["seeds"] = p["seeds"] + [max(p["seeds"]) + 1]
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    new = max(p["seeds"])
+    todo = {line.split("'")[1] for line in sh("dvc repro --dry", repo).stdout.splitlines()
+            if line.startswith("Running stage")}
+    cell_stages = {s for s in todo if s.startswith(("train_", "evaluate_"))}
+    assert cell_stages and all(s.endswith(f"-{new}") for s in cell_stages), todo
+    sh("git checkout -q params.yaml", repo)
+
+
+def test_profile_and_key_compose(repo):
+    sh("dvc exp run -S profile=tiny -S model.rnn_dim=24 check", repo)
+    p = params(repo)
+    assert p["model"]["rnn_dim"] == 24 and p["profile_name"] == "tiny"
+    sh("git checkout -q params.yaml && dvc checkout -q", repo)
+
+
+def test_bad_parameters_are_one_line_and_delete_nothing(repo):
+    model = repo / "models/timit/zforcing/s0/model.npz"
+    before = model.read_bytes()
+    res = sh("dvc exp run -S train.lrr=0.1", repo, check=False)
+    assert res.returncode and "lrr" in (res.stdout + res.stderr).splitlines()[0]
+    res = sh("dvc exp run -S profile=nonesuch", repo, check=False)
+    assert res.returncode and "nonesuch" in (res.stdout + res.stderr)
+    sh("git checkout -q params.yaml", repo)
+    # the form DVC itself suggests: the check stage refuses it before any stage runs
+    res = sh("dvc exp run -S +train.lrr=0.1", repo, check=False)
+    assert res.returncode and "error: train.lrr: unknown key" in res.stdout + res.stderr
+    assert model.read_bytes() == before
+    sh("git checkout -q params.yaml && dvc checkout -q", repo)
+    for edit, word in (("lr: 0.001", "lr: fast"), ("z_force: true", "z_force: 'false'"),
+                       ("source: embedded", "source: timitt"), ("batch_size: 8", "batch_size: -8")):
+        bad = repo / "bad.yaml"
+        text = (repo / "params.yaml").read_text()
+        assert edit in text, edit
+        bad.write_text(text.replace(edit, word, 1))
+        res = sh("python -m stages.check --params bad.yaml --out /dev/null", repo, check=False)
+        assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, (word, res.stderr)
+        assert res.stderr.startswith("error: "), res.stderr
+    assert model.read_bytes() == before
+
+
+def test_stage_errors_are_one_line(repo):
+    res = sh("python -m stages.train timit zforcing_typo 0 --data data/timit/prepared --out /tmp/x", repo,
+             check=False)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "zforcing_typo" in res.stderr
     bad = repo / "bad.yaml"
-    bad.write_text((repo / "params.yaml").read_text().replace("data.minutes: 0.5", "data.minuts: 0.5"))
-    res = sh("python -m stages.prepare --params bad.yaml --out data/prepared", repo, check=False)
-    assert res.returncode == 2 and "data.minuts" in res.stderr and res.stderr.strip().count("\n") == 0
-    bad.write_text((repo / "params.yaml").read_text().replace("name: synthetic", "name: timitt"))
-    res = sh("python -m stages.download --params bad.yaml --out data/raw", repo, check=False)
-    assert res.returncode == 2 and "timitt" in res.stderr
-    bad.write_text((repo / "params.yaml").read_text().replace("timit_path: null", "timit_path: /nowhere")
-                   .replace("name: synthetic", "name: timit"))
-    res = sh("python -m stages.prepare --params bad.yaml --raw data/raw --out data/prepared", repo, check=False)
-    assert res.returncode == 2 and "timit_path" in res.stderr
-    assert (repo / "models/zforcing/model.npz").read_bytes() == before
-    assert (repo / "data/prepared/manifest.json").exists()
+    text = (repo / "params.yaml").read_text()
+    bad.write_text(text.replace("source: embedded", "source: timit_ldc", 1))
+    res = sh("python -m stages.download timit --params bad.yaml --out /tmp/x-raw", repo, check=False)
+    assert res.returncode == 2 and "benchmarks.timit.data.path" in res.stderr
+
+
+def test_set_param_wins_over_the_default_profile(tmp_path):
+    """The bug that made `dvc exp show` lie: -S must beat the profile (default sets lr 0.002)."""
+    dst = copy_repo(tmp_path / "d")
+    assert params(dst)["profile_name"] == "default" and params(dst)["train"]["lr"] != 0.0005
+    sh("dvc exp run -S train.lr=0.0005 -S train.max_updates=20 train_timit@rnn_gauss-0", dst)
+    saved = json.loads((dst / "models/timit/rnn_gauss/s0/model.json").read_text())
+    assert saved["train_config"]["lr"] == 0.0005
+    assert params(dst)["train"]["lr"] == 0.0005 and params(dst)["profile_name"] == "default"
