@@ -149,11 +149,16 @@ def generate(out, cfg: SyntheticConfig) -> dict:
     utterances gives byte-identical output.
     """
     t0 = time.time()
+    run_fresh("pipeline.datasets.synthetic", asdict(cfg), out)
+    return dict(corpus_info(out), generate_seconds=round(time.time() - t0, 2))
+
+
+def run_fresh(module: str, cfg: dict, out) -> None:
+    """`python -m module <cfg as JSON> <out>` in a fresh interpreter (espeak's hidden state)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-m", "pipeline.datasets.synthetic", json.dumps(asdict(cfg)),
-                    os.path.abspath(out)], check=True, env=env, cwd=root)
-    return dict(corpus_info(out), generate_seconds=round(time.time() - t0, 2))
+    subprocess.run([sys.executable, "-m", module, json.dumps(cfg), os.path.abspath(out)],
+                   check=True, env=env, cwd=root)
 
 
 def _generate_here(out, cfg: SyntheticConfig) -> dict:
