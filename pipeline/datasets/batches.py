@@ -7,8 +7,8 @@ the order of an epoch is a pure function of (seed, epoch).
 
 Prepared directory layout (written by the protocol modules, read here):
 
-    manifest.json      dataset, kind ("audio" | "binary"), x_dim, sample_rate, frame_size,
-                       mean, std (int16 units for audio), split_sizes, protocol, sources,
+    manifest.json      dataset, kind ("audio" | "binary" | "tokens"), x_dim, sample_rate,
+                       frame_size, mean, std (int16 units for audio), split_sizes, protocol, sources,
                        skipped files, and `splits`: one entry per split saying its layout.
     <split>.npy        the split's array; which one depends on the split's layout:
       frame_stream     (F, frame_size) int16: all utterances concatenated then framed.
@@ -25,6 +25,12 @@ Prepared directory layout (written by the protocol modules, read here):
                        `correct`: x = [0, f_1..f_{L-1}], y = f_1..f_L of one row;
                        `faithful` (authors' iterator): x = row r, y = row r + 1.
       pixels           (N, 784) uint8 0/1: x = [0, p_1..p_783], y = p_1..p_784 (int64).
+      tokens           (N, W) int32 rows [<S>, w_1..w_n, </S>, <pad>...] (pad = 0) plus
+                       <split>_lengths.npy (N,) int32 = n + 1, the scored steps. Sentence i:
+                       x = [<S>, w_1..w_n], y = [w_1..w_n, </S>] (int64), trimmed to the
+                       longest sentence in the batch, mask 1 on the n + 1 real steps.
+                       The vocabulary is vocab.json beside the manifest (kind "tokens",
+                       x_dim = vocabulary size). Language model (pipeline.datasets.text).
 Audio is stored as int16 and normalised with the global training mean/std when batched,
 so Blizzard-sized data stays memory-mapped; `frames_to_waveform` undoes it.
 """
@@ -229,6 +235,29 @@ class PixelLoader(_Loader):
         return Batch(x, y, torch.ones(y.shape, dtype=torch.float32))
 
 
+class TokenLoader(_Loader):
+    """Padded sentences: x = row[:T], y = row[1:T+1] with T the longest length in the batch."""
+
+    def __init__(self, tokens, lengths, batch_size=50, shuffle=True, seed=0, drop_last=False,
+                 limit=None):
+        if len(tokens) != len(lengths):
+            raise ValueError(f"{len(tokens)} token rows but {len(lengths)} lengths")
+        super().__init__(batch_size, shuffle, seed, drop_last)
+        self.tokens, self.lengths = tokens, np.asarray(lengths, dtype=np.int64)
+        self._n = len(tokens) if limit is None else min(len(tokens), limit)
+
+    @property
+    def num_sequences(self):
+        return self._n
+
+    def _gather(self, idx):
+        steps = self.lengths[idx]
+        t = int(steps.max())
+        rows = torch.from_numpy(np.asarray(self.tokens[idx, :t + 1], dtype=np.int64))
+        mask = (torch.arange(t).unsqueeze(0) < torch.from_numpy(steps).unsqueeze(1)).float()
+        return Batch(rows[:, :-1], rows[:, 1:], mask)
+
+
 def read_manifest(prepared_dir) -> dict:
     path = os.path.join(prepared_dir, MANIFEST)
     if not os.path.exists(path):
@@ -267,6 +296,8 @@ def open_split(prepared_dir, split: str, batch_size: int, shuffle: bool = False,
                               m["frame_size"], mode, **common)
     if layout == "pixels":
         return PixelLoader(load(s["file"]), **common)
+    if layout == "tokens":
+        return TokenLoader(load(s["file"]), np.load(os.path.join(prepared_dir, s["lengths"])), **common)
     raise ValueError(f"unknown layout {layout!r} in {prepared_dir}/{MANIFEST}")
 
 

@@ -13,6 +13,9 @@ Names (one per row of the paper's speech table, SPEC §2; `model.exact` says = o
   vrnn_gauss     vrnn with output "gaussian" (VRNN-Gauss)                      ≥
   vrnn_gmm       vrnn with output "gmm" (VRNN-GMM)                             ≥
   srnn           SRNN, smoothing posterior + Res_q, output from cfg.output     ≥
+  zforcing_lm    Z-Forcing with the authors' language-model cell, softmax      ≥
+                 output over the vocabulary (data "tokens", IMDB table)
+  rnn_lm         rnn with output "categorical" (the LSTM language model)       =
 A name with a family suffix fixes the output family: the builder replaces cfg.output and
 the model's `cfg` holds the family actually used (read `model.cfg.output`, not the params).
 Budget matching across rows: pipeline.models.budget (cfg.param_budget).
@@ -35,6 +38,7 @@ from .rnn import RNN
 from .srnn import SRNN
 from .vrnn import VRNN, VRNNI
 from .zforcing import ZForcing
+from .zforcing_lm import ZForcingLM
 
 
 def with_output(builder: Callable[[ModelConfig], nn.Module], family: str):
@@ -58,6 +62,8 @@ MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "vrnn_gauss": with_output(VRNN, "gaussian"),
     "vrnn_gmm": with_output(VRNN, "gmm"),
     "srnn": SRNN,
+    "zforcing_lm": with_output(ZForcingLM, "categorical"),
+    "rnn_lm": with_output(RNN, "categorical"),
 }
 
 
