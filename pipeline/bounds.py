@@ -14,6 +14,11 @@ import math
 import torch
 
 from .datasets.batches import Batch
+from .errors import UserError
+
+
+class NonFiniteEvaluation(UserError):
+    """A split whose bound is NaN or infinite: bad values in its data, or a broken model."""
 
 
 def repeat_batch(batch: Batch, k: int) -> Batch:
@@ -49,11 +54,13 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
 
 @torch.no_grad()
 def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
-             device="cpu", seed: int = 0) -> dict:
+             device="cpu", seed: int = 0, name: str | None = None) -> dict:
     """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
 
     samples_per_step: audio samples in one step (200 for speech frames), for per-sample
     figures. `padded_sequences` (batches * batch size) is returned for padded_mean_quirk.
+    name: the split's name for the NonFiniteEvaluation raised when a total is not finite
+    (a NaN must neither pass validation unnoticed nor reach the metrics).
     """
     was_training = model.training
     model.eval()
@@ -78,6 +85,11 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
     model.train(was_training)
     if n_seq == 0:
         raise ValueError("evaluation split is empty")
+    bad = [k for k, v in tot.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteEvaluation(f"the {name or 'evaluated'} split gives a non-finite {bad[0]} "
+                                  f"total ({tot[bad[0]]}): its data holds NaN/inf values or the "
+                                  f"model's weights are not finite")
     out = {"sequences": n_seq, "steps": int(tot["steps"]), "padded_sequences": n_batches * max_b}
     for k in ("elbo", "log_px", "kl", "aux") + (("iwae",) if iwae_k else ()):
         out[f"{k}_per_seq"] = tot[k] / n_seq

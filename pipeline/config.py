@@ -89,6 +89,9 @@ class TrainConfig:
     aux_anneal_updates: int = 0
     # skip an update whose batch-mean KL reaches this (official Blizzard code: 1e4); 0 = off
     kl_skip: float = 0.0
+    # stop with NonFiniteTraining when more than this fraction of attempted updates was
+    # skipped (checked at each log, from 20 updates on): a run that mostly skips is broken
+    max_skip_fraction: float = 0.5
     # learning-rate recipe: "halve" on a worse validation bound (authors' intent), or "constant"
     lr_schedule: str = "halve"
     lr_floor: float = 1e-4
@@ -117,6 +120,7 @@ class TrainConfig:
             ("aux_weight", self.aux_weight >= 0, "a loss weight cannot be negative"),
             ("aux_anneal_updates", self.aux_anneal_updates >= 0, "cannot be negative"),
             ("kl_skip", self.kl_skip >= 0, "cannot be negative"),
+            ("max_skip_fraction", 0 <= self.max_skip_fraction <= 1, "must be in [0, 1]"),
             ("lr_schedule", self.lr_schedule in ("halve", "constant"), "halve or constant"),
             ("lr_floor", 0 < self.lr_floor <= self.lr or self.lr_schedule == "constant",
              "must be in (0, lr]"),

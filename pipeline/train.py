@@ -9,11 +9,18 @@ kl_skip) is skipped on the device: fused Adam receives a found-inf flag, as mixe
 grad scalers do, so parameters, optimiser moments and step count stay put, and the
 good-update counter that drives the schedules does not advance. Loss terms are summed
 into device tensors and read every `log_every` updates: the step itself never waits for
-the host and never branches on a tensor value.
+the host and never branches on a tensor value. At those reads a run that skipped more than
+cfg.max_skip_fraction of its updates stops with NonFiniteTraining.
+
+Resume is exact: everything an update does (log, validation, epoch end, and on the last
+update the final log and validation) happens before its checkpoint, which is the last
+thing written for that update, and the final checkpoint says the run is done. A process
+killed anywhere replays from the last complete update to the same history and weights.
+A checkpoint carries a fingerprint of the settings and the model, and one from another
+run is refused with CheckpointMismatch instead of being continued.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +31,17 @@ import torch
 from . import checkpoint
 from .bounds import draw_noise, evaluate
 from .config import TrainConfig
+from .errors import UserError
 
 # order of the device-side accumulator vector
 ACC = ("loss", "log_px", "kl", "aux", "bwd_nll", "steps", "sequences", "grad_norm", "updates")
+# the skip fraction is judged from this many attempted updates on (or at the end of a
+# shorter run): over a handful of updates one bad batch would be a large fraction
+MIN_SKIP_CHECK = 20
+
+
+class NonFiniteTraining(UserError):
+    """Most updates were skipped: the loss or gradient is not finite on most batches."""
 
 
 @dataclass
@@ -39,6 +54,7 @@ class Position:
     prev_valid: float | None = None
     best_valid: float | None = None
     history: list = field(default_factory=list)
+    done: bool = False        # the final log and validation are in history
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -121,6 +137,19 @@ class Stepper:
                 "frames": a["steps"]}
 
 
+def check_skips(skipped: int, attempted: int, cfg: TrainConfig, final: bool = False) -> None:
+    """Raise NonFiniteTraining when too large a fraction of the updates was skipped."""
+    if not (attempted >= MIN_SKIP_CHECK or final) or skipped <= cfg.max_skip_fraction * attempted:
+        return
+    cause = "the loss or gradient was not finite"
+    if cfg.kl_skip:
+        cause += f" or the batch KL reached train.kl_skip={cfg.kl_skip:g}"
+    raise NonFiniteTraining(
+        f"{skipped} of {attempted} updates were skipped because {cause} (more than "
+        f"train.max_skip_fraction={cfg.max_skip_fraction:g}): the training data likely holds "
+        f"NaN/inf values, or train.lr={cfg.lr:g} is too high")
+
+
 def _rng_state(gen: torch.Generator, device) -> dict:
     s = {"torch": torch.get_rng_state(), "noise": gen.get_state()}
     if torch.device(device).type == "cuda":
@@ -129,10 +158,36 @@ def _rng_state(gen: torch.Generator, device) -> dict:
 
 
 def _set_rng_state(s: dict, gen: torch.Generator, device):
-    torch.set_rng_state(s["torch"])
-    gen.set_state(s["noise"])
+    # generator states are CPU byte tensors, whatever map_location moved them to
+    torch.set_rng_state(s["torch"].cpu())
+    gen.set_state(s["noise"].cpu())
     if "cuda" in s:
-        torch.cuda.set_rng_state(s["cuda"], device)
+        torch.cuda.set_rng_state(s["cuda"].cpu(), device)
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _resume(path: Path, fingerprint: dict, model, opt, step: Stepper, gen, device):
+    """Load the checkpoint at `path` into model, optimiser, counters and RNGs after checking
+    it belongs to this run. Returns (Position, best state or None)."""
+    ck = checkpoint.load(path, map_location=device)
+    if not isinstance(ck, dict):
+        raise checkpoint.BadCheckpoint(f"{path} is not a training checkpoint; delete it to start over")
+    checkpoint.check_fingerprint(ck.get("fingerprint"), fingerprint, path)
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step.load_state(ck["counters"])
+        _set_rng_state(ck["rng"], gen, device)
+        pos = Position(**ck["position"])
+        best = _cpu_copy(ck["best_model"]) if ck["best_model"] is not None else None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise checkpoint.BadCheckpoint(f"{path} is an incomplete or altered training checkpoint "
+                                       f"({type(err).__name__}); delete it to start over") from err
+    opt.found_inf, opt.grad_scale = step.found_inf, None
+    return pos, best
 
 
 def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
@@ -140,9 +195,13 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
           on_eval: Callable[[dict], None] | None = None, eval_kwargs: dict | None = None) -> dict:
     """Train `model` on `loader` (an object with num_batches and batch(epoch, index)).
 
-    Resumes from `ckpt_path` when it exists and saves there every cfg.ckpt_every updates and
-    at the end. Returns {"history", "best_state", "last_state", "position", "skipped"}.
+    Resumes from `ckpt_path` when it exists (CheckpointMismatch if another run wrote it,
+    BadCheckpoint if it is unreadable) and saves there every cfg.ckpt_every updates and at
+    the end; a finished checkpoint returns its result without training.
+    Returns {"history", "best_state", "last_state", "position", "skipped"}.
     """
+    if loader.num_batches <= 0:
+        raise ValueError("the training loader has no batches")
     model.to(device)
     model.train()
     torch.manual_seed(cfg.seed)
@@ -152,15 +211,9 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
     pos = Position(lr=cfg.lr)
     best_state = None
     ckpt_path = Path(ckpt_path) if ckpt_path else None
+    fingerprint = checkpoint.fingerprint(model, cfg)
     if ckpt_path and ckpt_path.exists():
-        ck = checkpoint.load(ckpt_path, map_location=device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        step.load_state(ck["counters"])
-        _set_rng_state(ck["rng"], gen, device)
-        pos = Position(**ck["position"])
-        best_state = ck.get("best_model")
-        opt.found_inf, opt.grad_scale = step.found_inf, None
+        pos, best_state = _resume(ckpt_path, fingerprint, model, opt, step, gen, device)
     for group in opt.param_groups:
         group["lr"] = pos.lr
 
@@ -170,23 +223,24 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
                 "model": model.state_dict(), "optim": opt.state_dict(),
                 "counters": step.state(), "rng": _rng_state(gen, device),
                 "position": asdict(pos), "best_model": best_state,
-                "train_config": asdict(cfg)}, ckpt_path)
+                "train_config": asdict(cfg), "fingerprint": fingerprint}, ckpt_path)
 
     def validate():
         nonlocal best_state
-        res = evaluate(model, valid_loader, device=device, seed=cfg.seed, **(eval_kwargs or {}))
-        bound = res["elbo_per_seq"]
+        res = evaluate(model, valid_loader, device=device, seed=cfg.seed,
+                       **{"name": "validation", **(eval_kwargs or {})})
+        bound = res["elbo_per_seq"]  # finite: evaluate raises NonFiniteEvaluation otherwise
         halved = False
-        if (cfg.lr_schedule == "halve" and pos.prev_valid is not None and math.isfinite(bound)
+        if (cfg.lr_schedule == "halve" and pos.prev_valid is not None
                 and bound < pos.prev_valid and pos.lr > cfg.lr_floor):
             pos.lr = max(pos.lr / 2.0, cfg.lr_floor)
             for group in opt.param_groups:
                 group["lr"] = pos.lr
             halved = True
         pos.prev_valid = bound
-        if math.isfinite(bound) and (pos.best_valid is None or bound > pos.best_valid):
+        if pos.best_valid is None or bound > pos.best_valid:
             pos.best_valid = bound
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = _cpu_copy(model.state_dict())
         rec = {"kind": "valid", "update": pos.updates, "epoch": pos.epoch,
                "valid_elbo_per_seq": bound, "valid_elbo_per_step": res["elbo_per_step"],
                "valid_kl_per_seq": res["kl_per_seq"], "lr": pos.lr, "lr_halved": halved}
@@ -197,9 +251,10 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
     kl_w = aux_w = None
     since_log, t0 = 0, time.perf_counter()
 
-    def log():
+    def log(final: bool):
         nonlocal since_log, t0
         rec = step.read_and_reset(kl_w, aux_w)
+        check_skips(rec["skipped_updates"], pos.updates, cfg, final)
         dt = time.perf_counter() - t0
         rec.update(kind="train", update=pos.updates, epoch=pos.epoch, lr=pos.lr,
                    frames_per_s=rec.pop("frames") / dt if dt > 0 else 0.0,
@@ -209,28 +264,30 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
         if on_log:
             on_log(rec)
 
-    while pos.updates < cfg.max_updates and pos.epoch < cfg.max_epochs:
-        while pos.index < loader.num_batches and pos.updates < cfg.max_updates:
-            batch = loader.batch(pos.epoch, pos.index).to(device)
-            kl_w, aux_w = step(batch, draw_noise(model, batch, gen))
-            pos.index += 1
-            pos.updates += 1
-            since_log += 1
-            if pos.updates % cfg.log_every == 0:
-                log()
-            if valid_loader is not None and cfg.eval_every and pos.updates % cfg.eval_every == 0:
-                validate()
-            if pos.updates % cfg.ckpt_every == 0:
-                save()
-        if pos.index >= loader.num_batches:
+    while not pos.done:
+        batch = loader.batch(pos.epoch, pos.index).to(device)
+        kl_w, aux_w = step(batch, draw_noise(model, batch, gen))
+        pos.index += 1
+        pos.updates += 1
+        since_log += 1
+        epoch_end = pos.index >= loader.num_batches
+        final = pos.updates >= cfg.max_updates or (epoch_end and pos.epoch + 1 >= cfg.max_epochs)
+        if pos.updates % cfg.log_every == 0:
+            log(final)
+        if valid_loader is not None and cfg.eval_every and pos.updates % cfg.eval_every == 0:
+            validate()
+        if epoch_end:
             pos.epoch, pos.index = pos.epoch + 1, 0
             if valid_loader is not None and not cfg.eval_every:
                 validate()
-    if since_log and kl_w is not None:
-        log()
-    if valid_loader is not None and (not pos.history or pos.history[-1]["kind"] != "valid"):
-        validate()
-    save()
-    last_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if final:  # the rest of the run's last update: its log and validation, if not done above
+            if pos.updates % cfg.log_every:
+                log(final)
+            if valid_loader is not None and pos.history[-1]["kind"] != "valid":
+                validate()
+            pos.done = True
+        if pos.done or pos.updates % cfg.ckpt_every == 0:
+            save()  # last: a checkpoint holds only complete updates
+    last_state = _cpu_copy(model.state_dict())
     return {"history": pos.history, "best_state": best_state or last_state,
             "last_state": last_state, "position": asdict(pos), "skipped": int(step.skipped)}

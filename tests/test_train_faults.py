@@ -1,0 +1,190 @@
+"""Faults around the training loop (issue 14): a run killed anywhere and resumed ends with
+exactly the history, best state and last state of a run never interrupted; a checkpoint
+of another run is refused. The killed runs are tests/fault_child.py in child processes
+forked from a forkserver that imports torch once, so nine kills take seconds."""
+import dataclasses
+import multiprocessing as mp
+from multiprocessing import forkserver as mp_forkserver
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import fault_child
+from pipeline import checkpoint
+from pipeline.checkpoint import CheckpointMismatch
+from pipeline.config import ModelConfig
+from pipeline.models import build_model
+from pipeline.train import train
+
+from toy import sine_loader
+
+TIMING = ("frames_per_s", "ms_per_update")  # wall-clock fields, the only ones allowed to differ
+CFG = fault_child.CFG
+LAST = CFG.max_updates
+assert LAST % CFG.log_every and LAST % CFG.ckpt_every == 0  # the case issue 14 found
+
+
+def summary(out: dict) -> dict:
+    """History without wall-clock fields and the raw bytes of the best and last states."""
+    raw = lambda state: {k: (str(v.dtype), tuple(v.shape), v.numpy().tobytes())  # noqa: E731
+                         for k, v in state.items()}
+    return {"history": [{k: v for k, v in r.items() if k not in TIMING} for r in out["history"]],
+            "best": raw(out["best_state"]), "last": raw(out["last_state"])}
+
+
+def _scenarios():
+    """(marker, signal), seeded: SIGKILL before 4 random updates, halfway through a random
+    and through the final checkpoint write, and right after the final checkpoint; SIGINT
+    halfway through a checkpoint write; SIGTERM before a random update."""
+    rng = random.Random(14)
+    steps = rng.sample(range(2, LAST + 1), 5)
+    saves = rng.sample(range(CFG.ckpt_every, LAST, CFG.ckpt_every), 2)
+    return ([(f"step {u}", signal.SIGKILL) for u in steps[:4]]
+            + [(f"saving {saves[0]}", signal.SIGKILL), (f"saving {LAST}", signal.SIGKILL),
+               (f"saved {LAST}", signal.SIGKILL),
+               (f"saving {saves[1]}", signal.SIGINT), (f"step {steps[4]}", signal.SIGTERM)])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = fault_child.run(tmp_path_factory.mktemp("reference") / "train.pt")
+    assert out["position"]["updates"] == LAST
+    updates = lambda kind: [r["update"] for r in out["history"] if r["kind"] == kind]  # noqa: E731
+    assert updates("train") == [9, 18, LAST] and updates("valid")[-1] == LAST
+    # the final validation finds the best state: a resume that lost it would keep another
+    assert out["position"]["best_valid"] == out["history"][-1]["valid_elbo_per_seq"]
+    assert out["position"]["best_valid"] > max(r["valid_elbo_per_seq"] for r in out["history"]
+                                               if r["kind"] == "valid" and r["update"] < LAST)
+    return summary(out)
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """A forkserver that has imported fault_child (and torch) once, not once per child."""
+    ctx = mp.get_context("forkserver")
+    # torch._dynamo: the first optimiser of a process imports it, for seconds
+    ctx.set_forkserver_preload(["fault_child", "torch._dynamo"])
+    # the server is a fresh `python -c` that (Python 3.11) imports its preload before it
+    # applies our sys.path: PYTHONPATH lets it find fault_child and the pipeline
+    here = Path(fault_child.__file__).resolve().parent
+    path = [str(here), str(here.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("PYTHONPATH", os.pathsep.join(path))
+        mp_forkserver.ensure_running()
+    return ctx
+
+
+def kill_at(ctx, ckpt, marker: str, sig) -> int:
+    """Start the run in a child, signal it when it waits at `marker`; its exit code."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=fault_child.child, args=(send, str(ckpt), marker))
+    proc.start()
+    send.close()
+    try:
+        assert recv.poll(120), f"the child never reached {marker!r}"
+        assert recv.recv() == marker
+        os.kill(proc.pid, sig)
+        proc.join(60)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return proc.exitcode
+
+
+@pytest.mark.parametrize("marker, sig", _scenarios(), ids=lambda v: getattr(v, "name", v))
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, forkserver, marker, sig):
+    ckpt = tmp_path / "train.pt"
+    code = kill_at(forkserver, ckpt, marker, sig)
+    assert code == {signal.SIGINT: 130}.get(sig, -sig)
+    where, update = marker.split()
+    update = int(update)
+    # what the signal left: the last complete checkpoint, and half a write only after SIGKILL
+    saved = checkpoint.load(ckpt)["position"]["updates"] if ckpt.exists() else 0
+    last_before = (update - 1) // CFG.ckpt_every * CFG.ckpt_every
+    assert saved == (update if where == "saved" else last_before)
+    litter = list(tmp_path.glob("train.pt.*.tmp"))
+    assert len(litter) == (1 if where == "saving" and sig == signal.SIGKILL else 0)
+
+    resumed = fault_child.run(ckpt)
+    assert summary(resumed) == reference
+    assert list(tmp_path.glob("*.tmp")) == []  # the next write removed the dead one's file
+
+
+def _epoch_run(ckpt):
+    """Epoch-limited run (4 epochs, 12 updates) validated at each epoch end (eval_every 0),
+    log_every not dividing the updates."""
+    cfg = dataclasses.replace(CFG, max_updates=1000, max_epochs=4, eval_every=0, log_every=5,
+                              ckpt_every=2)
+    torch.manual_seed(0)
+    model = build_model(fault_child.MODEL)
+    train_loader, valid = fault_child.loaders()
+    return train(model, train_loader, cfg, valid_loader=valid, ckpt_path=ckpt)
+
+
+def _crash_after_save(n: int):
+    """checkpoint.save_atomic that raises right after writing its n-th checkpoint."""
+    real, count = checkpoint.save_atomic, [0]
+
+    def save(obj, path):
+        out = real(obj, path)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+        return out
+    return save
+
+
+def test_crash_after_any_checkpoint_of_an_epoch_limited_run(tmp_path, monkeypatch):
+    full = summary(_epoch_run(tmp_path / "full.pt"))
+    kinds = [(r["kind"], r["update"]) for r in full["history"]]
+    assert kinds[-2:] == [("train", 12), ("valid", 12)] and ("valid", 9) in kinds
+    for n in range(1, 12 // 2 + 1):  # checkpoints at 2, 4, ..., 12 (the last one final)
+        ckpt = tmp_path / f"crash{n}.pt"
+        with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+            m.setattr(checkpoint, "save_atomic", _crash_after_save(n))
+            _epoch_run(ckpt)
+        assert checkpoint.load(ckpt)["position"]["updates"] == 2 * n
+        assert summary(_epoch_run(ckpt)) == full, f"crash after checkpoint {n}"
+
+
+def _short_run(ckpt, model_cfg=fault_child.MODEL, **changes):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(CFG, max_updates=4, ckpt_every=2, **changes)
+    return train(build_model(model_cfg), sine_loader(n=16, steps=4, batch_size=8), cfg,
+                 ckpt_path=ckpt)
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    first = _short_run(ckpt, lr=1e-3)
+    with pytest.raises(CheckpointMismatch) as err:
+        _short_run(ckpt, lr=5e-4)
+    msg = str(err.value)
+    assert str(ckpt) in msg and "train_config.lr" in msg and "0.001" in msg and "0.0005" in msg
+    assert "\n" not in msg and "delete it or pass another ckpt_path" in msg
+    with pytest.raises(CheckpointMismatch, match="model_config.rnn_dim"):
+        _short_run(ckpt, dataclasses.replace(fault_child.MODEL, rnn_dim=8), lr=1e-3)
+    with pytest.raises(CheckpointMismatch, match=r"train_config\.extra\.note is absent there"):
+        _short_run(ckpt, lr=1e-3, extra={"note": "x"})
+    # the same settings resume (here: a finished run returns its own result)
+    again = _short_run(ckpt, lr=1e-3)
+    assert summary(again) == summary(first)
+    # a checkpoint written before fingerprints existed is not trusted either
+    old = checkpoint.load(ckpt)
+    del old["fingerprint"]
+    checkpoint.save_atomic(old, ckpt)
+    with pytest.raises(CheckpointMismatch, match="no run fingerprint"):
+        _short_run(ckpt, lr=1e-3)
+
+
+def test_model_of_other_architecture_is_refused(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    _short_run(ckpt)
+    other = ModelConfig(**{**dataclasses.asdict(fault_child.MODEL), "name": "rnn"})
+    with pytest.raises(CheckpointMismatch, match="model_class is 'ZForcing' there, 'RNN' now"):
+        _short_run(ckpt, other)
