@@ -86,12 +86,17 @@ def main():
     def bounds(split, iwae_k):
         loader = open_split(args.data, split, opts.batch_size, limit=limit)
         return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
-                        samples_per_step=per_step, device=device, seed=opts.seed)
+                        samples_per_step=per_step, device=device, seed=opts.seed,
+                        name=split)
 
     exact = bool(model.exact)
-    test = bounds("test", 0 if exact else opts.iwae_k)
+    from pipeline.errors import UserError
+    try:
+        test = bounds("test", 0 if exact else opts.iwae_k)
+        valid = bounds("valid", 0) if opts.valid and "valid" in manifest["splits"] else None
+    except UserError as err:  # non-finite data or a diverged model: say which cell and data
+        raise StageError(f"{args.bench}/{row.name}/s{args.seed} on {args.data}: {err}") from None
     quirk = padded_mean_quirk(test) if manifest["splits"]["test"].get("layout") == "utterances" else None
-    valid = bounds("valid", 0) if opts.valid and "valid" in manifest["splits"] else None
     kl_per_dim = test.pop("kl_per_dim", None)
     for res in (quirk, valid):
         if res:
@@ -116,11 +121,6 @@ def main():
                        "model_sha256": sha256(model_file),
                        "params_sha256": P.digest(settings), "code_sha256": _code_hash()},
     }
-    for name, res in (("test", test), ("valid", valid)):
-        bad = [k for k, v in (res or {}).items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            raise StageError(f"{args.data}: the {name} split gives a non-finite {bad[0]} for "
-                             f"{args.bench}/{row.name}/s{args.seed} (NaN/inf in the data or a diverged model)")
 
     with output_dir(args.out) as tmp:
         # metrics.json keeps its order (headline first) and holds numbers only

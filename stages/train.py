@@ -102,8 +102,12 @@ def main():
             live.log_metric("valid/elbo_per_seq", rec["valid_elbo_per_seq"])
 
     t0 = time.perf_counter()
-    out = train(model, loader, tcfg, valid_loader=valid, device=device, ckpt_path=ckpt,
-                on_log=on_log, on_eval=on_eval)
+    from pipeline.errors import UserError
+    try:
+        out = train(model, loader, tcfg, valid_loader=valid, device=device, ckpt_path=ckpt,
+                    on_log=on_log, on_eval=on_eval)
+    except UserError as err:  # say which data and which cell
+        raise StageError(f"{cell} on {args.data}: {err}") from None
     bar.close()
     seconds = time.perf_counter() - t0
     if live:
