@@ -1,107 +1,80 @@
-"""papermill + nbconvert -> self-contained, byte-stable HTML pages.
+"""papermill + nbconvert -> one small, self-contained, byte-stable HTML page.
 
-- papermill runs a template from notebooks/ with explicit parameters and the kernel named
-  explicitly ("python3", the environment's own kernel). The kernel runs in `cwd` (paths
-  passed as parameters stay relative, so they never put a machine's absolute path into a
-  page) and finds `pipeline` through PYTHONPATH.
-- The executed notebook is normalised before export: cell ids become cell-<n>, papermill
-  and execution-timing metadata are dropped, execution counts cleared, stderr streams
-  removed (warnings and logs are not report content and carry machine paths).
-- nbconvert's lab template is extended (templates/selfcontained.html.j2) with the
-  head-script blocks emptied: no require.js, MathJax, mermaid or widget scripts from a
-  CDN. Code cells are hidden; figures and audio are base64 inside the outputs.
-- Writes are atomic: a file goes to a temporary sibling and is renamed into place.
+papermill runs a notebook from notebooks/ with the kernel named ("python3", the
+environment's own) in the current folder, so paths stay relative and no machine path
+reaches a page. The executed notebook is then normalised (cell ids cell-<n>, no papermill
+or timing metadata, no execution counts, no stderr: warnings are not report content) and
+exported with nbconvert's `basic` template (no notebook CSS, no scripts, code hidden)
+inside a minimal page with a few lines of CSS.
 """
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 import nbformat
 import papermill
+from jinja2 import DictLoader
 from nbconvert import HTMLExporter
 
-KERNEL = "python3"
-HERE = os.path.dirname(os.path.abspath(__file__))
-TEMPLATES = os.path.join(HERE, "templates")
-TEMPLATE_FILE = "selfcontained.html.j2"
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
-NOTEBOOKS = os.path.join(REPO_ROOT, "notebooks")
-CDN_PATTERNS = re.compile(r"https?://cdn|<script[^>]+src\s*=", re.IGNORECASE)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXTERNAL = re.compile(r"<script[^>]+src|<link|https?://cdn", re.IGNORECASE)
+PAGE = """{%- extends 'index.html.j2' -%}
+{%- block header -%}<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"/><title>{{ resources.metadata.name }}</title>
+<style>
+body { font-family: sans-serif; font-size: 14px; max-width: 1380px; margin: 8px auto; }
+table.t { border-collapse: collapse; font-size: 12px; margin: 6px 0; }
+table.t th, table.t td { border-bottom: 1px solid #ddd; padding: 2px 7px; text-align: right; }
+table.t th { background: #f2f2f2; }
+table.t td:first-child, table.t th:first-child, table.txt td { text-align: left; }
+table.txt td { font-family: monospace; }
+.clip { display: inline-block; margin: 3px; vertical-align: top; }
+details { margin: 6px 0; } summary { cursor: pointer; font-weight: bold; }
+a.anchor-link { display: none; }
+</style></head><body>
+{%- endblock header -%}
+{%- block footer -%}
+</body></html>
+{% endblock footer -%}
+"""
 
 
-def execute(template: str, parameters: dict, cwd: str = ".") -> nbformat.NotebookNode:
-    """Run a notebook template with papermill; returns the executed notebook (nothing written)."""
-    if not papermill.inspect_notebook(template):
-        raise ValueError(f"{template} has no cell tagged 'parameters': papermill would ignore "
-                         f"the stage's values")
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = REPO_ROOT + (os.pathsep + old if old else "")
+def execute(notebook: str, parameters: dict) -> nbformat.NotebookNode:
+    path = os.path.join(REPO_ROOT, "notebooks", notebook)
+    if not papermill.inspect_notebook(path):   # papermill would only warn and ignore the values
+        raise ValueError(f"{path} has no cell tagged 'parameters'")
+    env = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env if env else "")   # for the kernel
     try:
-        nb = papermill.execute_notebook(
-            template, None, parameters=parameters, kernel_name=KERNEL, cwd=cwd,
-            progress_bar=False, log_output=False, report_mode=False)
+        return papermill.execute_notebook(path, None, parameters=parameters, kernel_name="python3",
+                                          cwd=".", progress_bar=False, log_output=False)
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-    return nb
+        os.environ.pop("PYTHONPATH") if env is None else os.environ.update(PYTHONPATH=env)
 
 
-def normalise(nb: nbformat.NotebookNode, title: str) -> nbformat.NotebookNode:
-    """Make an executed notebook a pure function of its inputs (ids, metadata, counts)."""
-    nb.metadata = nbformat.from_dict({
-        "kernelspec": {"name": KERNEL, "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-        "title": title,
-    })
+def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The executed notebook as a pure function of its inputs."""
+    nb.metadata = nbformat.from_dict({})
     for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i}"
-        keep = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
-        cell.metadata = nbformat.from_dict(keep)
+        cell.id, cell.metadata = f"cell-{i}", nbformat.from_dict({})
         if cell.cell_type == "code":
             cell.execution_count = None
-            outs = []
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                    continue
-                if "execution_count" in out:
-                    out["execution_count"] = None
-                outs.append(out)
-            cell.outputs = outs
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
+            for o in cell.outputs:
+                o.pop("execution_count", None)
     return nb
 
 
-def to_html(nb: nbformat.NotebookNode) -> str:
-    exporter = HTMLExporter(template_file=os.path.join(TEMPLATES, TEMPLATE_FILE),
-                            exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": nb.metadata["title"]}})
-    bad = CDN_PATTERNS.search(body)
-    if bad:
-        raise RuntimeError(f"rendered page references an external script: {bad.group(0)!r}")
-    return body
-
-
-def write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def render(template: str, parameters: dict, out_path: str, title: str, cwd: str = ".") -> str:
-    """Execute, normalise and export one page; returns out_path."""
-    nb = normalise(execute(template, parameters, cwd), title)
-    write_atomic(out_path, to_html(nb))
-    return out_path
+def render(notebook: str, parameters: dict, out_path: str, title: str) -> int:
+    """Execute, normalise and export one page; returns its size in bytes."""
+    exporter = HTMLExporter(template_name="basic", extra_loaders=[DictLoader({"page.j2": PAGE})],
+                            template_file="page.j2", exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
+    text, _ = exporter.from_notebook_node(normalise(execute(notebook, parameters)),
+                                          resources={"metadata": {"name": title}})
+    if EXTERNAL.search(text):
+        raise RuntimeError(f"{out_path} would load an external resource: "
+                           f"{EXTERNAL.search(text).group(0)!r}")
+    with open(out_path, "wb") as f:
+        return f.write(text.encode("utf-8"))

@@ -1,432 +1,211 @@
-"""Evaluation outputs -> pandas tables beside the paper's numbers (an edge module).
+"""Evaluated cells -> pandas tables of display strings.
 
-Inputs (written by the evaluate stage): eval/<row>/metrics.json, one per trained row.
-The published values live in paper_numbers.yaml next to this file, never in code.
-
-Our number for a row is the best bound its metrics hold: the importance-weighted bound
-when IWAE was run, else the single-sample ELBO; for exact models both equal log p(y),
-so the row is marked "=" and a latent model "≥" (speech: log-likelihood per sequence).
-On the MNIST column the paper reports a negative log-likelihood, so our number is
-minus the per-sequence bound and a bound becomes "≤".
-
-Provenance comes from dvc.lock (the hashes DVC recorded for the data, code, parameters
-and outputs of the train and evaluate stages of a row), never from git: a committed page
-cannot contain the commit that commits it.
+A cell is one (bench, row, seed): eval/<bench>/<row>/s<seed>/ holds metrics.json (headline
+numbers) and info.json (settings, data, training, provenance). A row's number is the mean
+over its seeds with the min-max range; the paper's values and claims are in
+paper_numbers.yaml beside this file.
 """
 from __future__ import annotations
 
-import hashlib
+import glob
 import json
+import math
 import os
-from dataclasses import dataclass
 
 import pandas as pd
 import yaml
 
-from ..rows import PAPER_ORDER, ROWS
+from ..errors import UserError
+from .verdict import Pair, pairs_from_order
 
-PAPER_NUMBERS = os.path.join(os.path.dirname(__file__), "paper_numbers.yaml")
+PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.yaml")
+BENCHES = ("timit", "blizzard", "mnist", "imdb")
 SIGNS = {"=": "=", ">=": "≥", "<=": "≤"}
-NOT_RECORDED = "not yet recorded"
+QUIRK_KEY = {"exact": "log_px_per_seq", "iwae": "iwae_per_seq", "elbo": "elbo_per_seq"}
 
 
-# ----------------------------------------------------------------------------- inputs
-
-def load_paper_numbers(path: str = PAPER_NUMBERS) -> dict:
+def read_json(path: str):
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    for key in ("source", "columns", "rows", "context"):
-        if key not in data:
-            raise ValueError(f"{path}: missing top-level key {key!r}")
-    for name, cols in data["rows"].items():
-        for col, entry in cols.items():
-            if col not in data["columns"]:
-                raise ValueError(f"{path}: row {name!r} has unknown column {col!r}")
-            if entry.get("kind") not in SIGNS:
-                raise ValueError(f"{path}: row {name!r}/{col}: kind must be one of {list(SIGNS)}")
-    return data
+        return json.load(f)
 
 
-def load_metrics(eval_dir: str) -> pd.DataFrame:
-    """One DataFrame row per eval/<row>/metrics.json, sorted in the paper's row order.
-
-    Columns: row, model, paper_name, dataset, column, exact, params, profile, and the raw
-    dicts test, test_quirk, valid, settings, train; plus has_latent / has_samples flags.
-    """
-    records = []
-    if os.path.isdir(eval_dir):
-        for name in sorted(os.listdir(eval_dir)):
-            path = os.path.join(eval_dir, name, "metrics.json")
-            if not os.path.isfile(path):
-                continue
-            with open(path, encoding="utf-8") as f:
-                m = json.load(f)
-            for key in ("row", "column", "test"):
-                if key not in m:
-                    raise ValueError(f"{path}: missing key {key!r}")
-            if m["row"] != name:
-                raise ValueError(f"{path}: says row {m['row']!r} but lives in eval/{name}")
-            row = ROWS.get(m["row"])
-            records.append({
-                "row": m["row"],
-                "model": m.get("model", row.model if row else ""),
-                "paper_name": m.get("paper_name", row.paper_name if row else m["row"]),
-                "dataset": m.get("dataset", ""),
-                "column": m["column"],
-                "exact": bool(m.get("exact", m["test"].get("exact", False))),
-                "params": m.get("params"),
-                "profile": m.get("profile", ""),
-                "test": m["test"],
-                "test_quirk": m.get("test_quirk"),
-                "valid": m.get("valid"),
-                "settings": m.get("settings") or {},
-                "train": m.get("train") or {},
-                "has_latent": os.path.isfile(os.path.join(eval_dir, name, "latent.json")),
-                "has_samples": os.path.isfile(os.path.join(eval_dir, name, "samples.npz")),
-            })
-    cols = ["row", "model", "paper_name", "dataset", "column", "exact", "params", "profile",
-            "test", "test_quirk", "valid", "settings", "train", "has_latent", "has_samples"]
-    df = pd.DataFrame.from_records(records, columns=cols)
-    order = {r: i for i, r in enumerate(ROWS)}
-    df["_order"] = [order.get(r, len(order)) for r in df["row"]]
-    return df.sort_values(["_order", "row"]).drop(columns="_order").reset_index(drop=True)
+def load_paper() -> dict:
+    with open(PAPER_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
 
 
-def columns_present(metrics: pd.DataFrame) -> list[str]:
-    """Paper columns with at least one evaluated row, in the order timit, blizzard, mnist, others."""
-    seen = list(dict.fromkeys(metrics["column"]))
-    first = [c for c in ("timit", "blizzard", "mnist") if c in seen]
-    return first + sorted(c for c in seen if c not in first)
+def spec(paper: dict, bench: str) -> dict:
+    """The paper's table for a bench; an unknown bench gets a bare log-likelihood table."""
+    return paper["tables"].get(bench) or {"title": bench, "metric": "test bound", "units": "nats / seq",
+                                          "quantity": "bound", "direction": "higher", "columns": {},
+                                          "claim": {"says": "nothing checked"}}
 
 
-# ----------------------------------------------------------------------------- numbers
-
-@dataclass(frozen=True)
-class Bound:
-    value: float         # nats per sequence, log-likelihood direction (higher is better)
-    name: str            # "exact log-likelihood" | "IWAE (k=...)" | "ELBO (1 sample)"
-    exact: bool
-
-    @property
-    def sign(self) -> str:
-        return "=" if self.exact else "≥"
-
-
-def best_bound(result: dict | None, exact: bool) -> Bound | None:
-    """The tightest bound a bounds.evaluate result holds, per sequence."""
-    if not result:
-        return None
-    if exact or result.get("exact"):
-        value = result.get("log_px_per_seq", result.get("elbo_per_seq"))
-        return Bound(float(value), "exact log-likelihood", True)
-    if result.get("iwae_per_seq") is not None:
-        return Bound(float(result["iwae_per_seq"]), f"IWAE (k={result.get('iwae_k', '?')})", False)
-    return Bound(float(result["elbo_per_seq"]), "ELBO (1 sample)", False)
+def load_cells(eval_dir: str) -> pd.DataFrame:
+    recs = []
+    for path in sorted(glob.glob(os.path.join(eval_dir, "*", "*", "s*", "metrics.json"))):
+        d = os.path.dirname(path)
+        if not os.path.isfile(os.path.join(d, "info.json")):
+            raise UserError(f"{d} has metrics.json but no info.json: rerun the evaluate stage")
+        info = read_json(os.path.join(d, "info.json"))
+        recs.append({"bench": os.path.basename(os.path.dirname(os.path.dirname(d))),
+                     "row": os.path.basename(os.path.dirname(d)), "seed": int(info["seed"]),
+                     "dir": d, "m": read_json(path), "info": info})
+    return pd.DataFrame.from_records(recs, columns=["bench", "row", "seed", "dir", "m", "info"])
 
 
-def in_column_units(bound: Bound | None, column_info: dict) -> tuple[float | None, str]:
-    """(value, sign) in the units the paper's column uses (MNIST: NLL, bound becomes ≤)."""
-    if bound is None:
-        return None, ""
-    if column_info.get("quantity") == "negative_log_likelihood":
-        return -bound.value, "=" if bound.exact else "≤"
-    return bound.value, bound.sign
+def benches(cells: pd.DataFrame) -> list:
+    present = set(cells["bench"])
+    return [b for b in BENCHES if b in present] + sorted(present - set(BENCHES))
 
 
-def fmt(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "—"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return f"{value:,}"
-    return f"{value:,.{digits}f}"
+def bench_cells(cells: pd.DataFrame, bench: str, s: dict) -> pd.DataFrame:
+    """The bench's cells in the paper's row order (rows it does not publish last), by seed."""
+    known = list(dict.fromkeys([*(s.get("rows") or {}), *s["claim"].get("order", [])]))
+    sub = cells[cells["bench"] == bench].copy()
+    sub["_k"] = [(known.index(r), "") if r in known else (len(known), r) for r in sub["row"]]
+    return sub.sort_values(["_k", "seed"]).drop(columns="_k").reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------- provenance
-
-def load_lock(path: str) -> dict | None:
-    """dvc.lock as a dict, or None when it does not exist yet (first run)."""
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        lock = yaml.safe_load(f) or {}
-    return lock.get("stages", lock) if isinstance(lock, dict) else None
-
-
-def _stage_for(lock: dict, prefixes: tuple[str, ...], row: str) -> tuple[str, dict] | None:
-    """The lock entry of a foreach/matrix stage for `row`: `<prefix...>@<key>` with key == row
-    or key containing row as a '-'-separated part (matrix names such as synthetic-zforcing)."""
-    best = None
-    for name in sorted(lock):
-        base, _, key = name.partition("@")
-        if not key or not base.startswith(prefixes):
-            continue
-        if key == row or row in key.split("-"):
-            if best is None or key == row:
-                best = (name, lock[name])
-    return best
-
-
-def _md5(entry: dict) -> str:
-    return str(entry.get("md5") or entry.get("hash_value") or entry.get("etag") or "")
-
-
-def _digest(items: list[str]) -> str:
-    return hashlib.md5("\n".join(items).encode("utf-8")).hexdigest()
-
-
-def stage_provenance(name: str, entry: dict) -> dict:
-    """Hashes of one lock entry: data deps (under data/), code deps (the rest), params
-    (an md5 over the recorded values, canonical JSON), and outputs."""
-    deps = entry.get("deps") or []
-    data = [(d["path"], _md5(d)) for d in deps if str(d.get("path", "")).startswith("data")]
-    code = [(d["path"], _md5(d)) for d in deps if not str(d.get("path", "")).startswith("data")]
-    params = entry.get("params") or {}
-    outs = [(o["path"], _md5(o)) for o in entry.get("outs") or []]
-    return {
-        "stage": name,
-        "data": data,
-        "code": code,
-        "code_md5": _digest([f"{p} {h}" for p, h in code]) if code else "",
-        "params": params,
-        "params_md5": _digest([json.dumps(params, sort_keys=True, default=str)]) if params else "",
-        "outs": outs,
-    }
-
-
-def row_provenance(lock: dict | None, row: str) -> dict:
-    """{"train": stage_provenance | None, "evaluate": ... | None, "recorded": bool}."""
-    out = {"train": None, "evaluate": None, "recorded": False}
-    if not lock:
-        return out
-    for key, prefixes in (("train", ("train",)), ("evaluate", ("eval",))):
-        hit = _stage_for(lock, prefixes, row)
-        if hit:
-            out[key] = stage_provenance(*hit)
-    out["recorded"] = out["train"] is not None or out["evaluate"] is not None
+def values(sub: pd.DataFrame, key: str) -> dict:
+    """row -> [metrics.json[key] of each seed], null values left out."""
+    out = {}
+    for row, m in zip(sub["row"], sub["m"]):
+        v = m.get(key)
+        out.setdefault(row, []).extend([float(v)] if v is not None and math.isfinite(v) else [])
     return out
 
 
-def short(h: str, n: int = 10) -> str:
-    return h[:n] if h else ""
+def num(v, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, int):
+        return f"{v:{'+' if signed else ''},}"
+    return f"{v:{'+' if signed else ''},.{1 if abs(v) >= 1000 else 2}f}"
 
 
-def provenance_line(prov: dict) -> str:
-    """One line of short hashes for under a number; 'not yet recorded' before the first lock."""
-    if not prov.get("recorded"):
-        return NOT_RECORDED
-    parts = []
-    tr, ev = prov.get("train"), prov.get("evaluate")
-    src = tr or ev
-    if src and src["data"]:
-        parts.append("data " + "+".join(short(h) for _, h in src["data"]))
-    if tr:
-        parts.append("code " + short(tr["code_md5"]))
-        parts.append("params " + short(tr["params_md5"]))
-        if tr["outs"]:
-            parts.append("model " + "+".join(short(h) for _, h in tr["outs"]))
-    else:
-        parts.append("train " + NOT_RECORDED)
-    if ev:
-        if ev["outs"]:
-            parts.append("eval " + "+".join(short(h) for _, h in ev["outs"]))
-    else:
-        parts.append("evaluate " + NOT_RECORDED)
-    return " · ".join(parts)
+def spread(vals: list) -> str:
+    """'mean [min – max]' over seeds; one seed is just its number."""
+    if len(vals) < 2:
+        return num(vals[0]) if vals else "—"
+    return f"{num(sum(vals) / len(vals))} [{num(min(vals))} – {num(max(vals))}]"
 
 
-def provenance_table(metrics: pd.DataFrame, lock: dict | None) -> pd.DataFrame:
-    """Full hashes per row and stage (for the page's provenance section)."""
+def table_html(df: pd.DataFrame, cls: str = "t") -> str:
+    """Escaped HTML without per-cell ids or styles (compact and byte-stable)."""
+    if df.empty:
+        return "<p><em>(none)</em></p>"
+    out = df.style.hide(axis="index").format(escape="html").to_html(exclude_styles=True)
+    return out.replace("<table>", f'<table class="{cls}">', 1)
+
+
+def comparable(sub: pd.DataFrame) -> bool:
+    """Only when every cell ran on the paper's own corpus and protocol."""
+    return len(sub) > 0 and all(i["data"].get("comparable") is True for i in sub["info"])
+
+
+def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFrame:
+    """One line per row: seeds, bound kind, ours (mean [min – max]), the paper's value and,
+    on comparable data only, ours − paper; then the quirk and the table's extra columns.
+    compact (the index): row, seeds, ours and paper only."""
+    q, sign = s["quantity"], "≥" if s["quantity"] == "bound" else "≤"
+    ours, extra = values(sub, q), {k: values(sub, k) for k in s.get("columns") or {}}
     recs = []
-    for row in metrics["row"]:
-        prov = row_provenance(lock, row)
-        for stage in ("train", "evaluate"):
-            p = prov[stage]
-            if p is None:
-                recs.append({"row": row, "stage": stage, "kind": "—", "path": "—",
-                             "md5": NOT_RECORDED})
-                continue
-            for path, h in p["data"]:
-                recs.append({"row": row, "stage": p["stage"], "kind": "data", "path": path, "md5": h})
-            for path, h in p["code"]:
-                recs.append({"row": row, "stage": p["stage"], "kind": "code", "path": path, "md5": h})
-            if p["params"]:
-                recs.append({"row": row, "stage": p["stage"], "kind": "params",
-                             "path": ", ".join(sorted(p["params"])), "md5": p["params_md5"]})
-            for path, h in p["outs"]:
-                recs.append({"row": row, "stage": p["stage"], "kind": "out", "path": path, "md5": h})
-    return pd.DataFrame.from_records(recs, columns=["row", "stage", "kind", "path", "md5"])
+    for row, cells in sub.groupby("row", sort=False):
+        pub, infos = (s.get("rows") or {}).get(row), list(cells["info"])
+        quirk = [i["test_quirk"].get(QUIRK_KEY[i["bound_kind"]]) for i in infos if i.get("test_quirk")]
+        quirk = [-v if q == "nll" else v for v in quirk if v is not None] if q != "ppl" else []
+        r = {"row": row, "in the paper": infos[0].get("paper_name", row), "seeds": len(cells),
+             "bound": ", ".join(dict.fromkeys(
+                 "=" if i["bound_kind"] == "exact" else f"{sign} {i['bound_kind'].upper()}"
+                 + (f"-{i.get('iwae_k')}" if i["bound_kind"] == "iwae" else "") for i in infos)),
+             f"ours ({s['units']})": spread(ours[row]),
+             "paper": f"{SIGNS[pub['kind']]} {num(pub['value'])}" if pub else "—",
+             "confidence": pub["confidence"] if pub else "—"}
+        if comparable(sub) and not compact:
+            r["ours − paper"] = num(sum(ours[row]) / len(ours[row]) - pub["value"], True) \
+                if pub and ours[row] else "—"
+        if quirk and not compact:
+            r["authors' padded mean (quirk)"] = spread(quirk)
+        if not compact:
+            r.update({title: spread(extra[k][row]) for k, title in s["columns"].items()})
+            r["params"] = num(infos[0].get("params"))
+        recs.append(r)
+    for p in [] if compact else s.get("published_only") or []:
+        recs.append({"row": "—", "in the paper": p["name"], "seeds": "published, not trained here",
+                     "paper": f"{SIGNS[p['kind']]} {num(p['value'])}", "confidence": p["confidence"]})
+    df = pd.DataFrame.from_records(recs).fillna("—").astype(str)
+    return df[["row", "in the paper", "seeds", f"ours ({s['units']})", "paper"]] if compact else df
 
 
-# ----------------------------------------------------------------------------- tables
-
-def column_table(metrics: pd.DataFrame, column: str, paper: dict | None = None,
-                 lock: dict | None = None) -> pd.DataFrame:
-    """The page's main table for one paper column: our number beside the paper's.
-
-    One row per evaluated row of that column, in rows.py order, with: ours (column units),
-    sign (= / ≥ / ≤), bound (which estimate), paper, paper_sign, confidence, diff
-    (ours - paper, column units), better (whether ours is better in the column's
-    direction, None without a paper number), params, quirk (the authors' padded-batch
-    denominator, or None), quirk_diff, valid, provenance (short line) and settings summary.
-    """
-    paper = paper or load_paper_numbers()
-    info = paper["columns"].get(column, {"quantity": "log_likelihood", "direction": "higher"})
-    higher = info.get("direction", "higher") == "higher"
-    sub = metrics[metrics["column"] == column]
-    recs = []
-    for _, m in sub.iterrows():
-        b = best_bound(m["test"], m["exact"])
-        ours, sign = in_column_units(b, info)
-        q, _ = in_column_units(best_bound(m["test_quirk"], m["exact"]), info)
-        v, _ = in_column_units(best_bound(m["valid"], m["exact"]), info)
-        pub = paper["rows"].get(m["paper_name"], {}).get(column)
-        pval = float(pub["value"]) if pub else None
-        diff = ours - pval if (pub and ours is not None) else None
-        recs.append({
-            "row": m["row"], "paper_name": m["paper_name"], "model": m["model"],
-            "dataset": m["dataset"], "ours": ours, "sign": sign,
-            "bound": b.name if b else "", "elbo": in_column_units(
-                Bound(float(m["test"]["elbo_per_seq"]), "", m["exact"]), info)[0],
-            "per_step": float(m["test"].get("elbo_per_step", float("nan"))),
-            "paper": pval, "paper_sign": SIGNS[pub["kind"]] if pub else "",
-            "confidence": pub.get("confidence", "") if pub else "",
-            "diff": diff,
-            "better": (None if diff is None else (diff > 0 if higher else diff < 0)),
-            "params": m["params"],
-            "quirk": q, "quirk_diff": (q - ours) if (q is not None and ours is not None) else None,
-            "valid": v,
-            "kl": m["test"].get("kl_per_seq"), "active_units": m["test"].get("active_units"),
-            "provenance": provenance_line(row_provenance(lock, m["row"])),
-            "settings": settings_summary(m["settings"]),
-        })
-    cols = ["row", "paper_name", "model", "dataset", "ours", "sign", "bound", "elbo", "per_step",
-            "paper", "paper_sign", "confidence", "diff", "better", "params", "quirk", "quirk_diff",
-            "valid", "kl", "active_units", "provenance", "settings"]
-    return pd.DataFrame.from_records(recs, columns=cols)
+def claim_pairs(sub: pd.DataFrame, s: dict) -> list:
+    """The pairs behind the paper's claim on this bench (see verdict.py)."""
+    claim = s["claim"]
+    if "order" in claim:
+        return pairs_from_order(claim["order"], values(sub, s["quantity"]),
+                                s["direction"] == "higher", what=s["units"])
+    if "kl_at_ppl" not in claim:
+        return []
+    base, tol = claim["kl_at_ppl"]["base"], float(claim["kl_at_ppl"]["tolerance"])
+    kl, ppl, pairs = values(sub, "kl"), values(sub, "ppl"), []
+    for r in dict.fromkeys(r for r, i in zip(sub["row"], sub["info"])
+                           if r != base and i["settings"].get("aux")):
+        if kl.get(base) and kl.get(r):
+            pairs.append(Pair(base, r, tuple(kl[base]), tuple(kl[r]), True, what="KL"))
+        if ppl.get(base) and ppl.get(r):
+            pairs.append(Pair(f"{base} perplexity × {1 + tol:g}", r,
+                              tuple((1 + tol) * v for v in ppl[base]), tuple(ppl[r]), False,
+                              what="IWAE perplexity"))
+    return pairs
 
 
-def context_table(column: str, paper: dict | None = None) -> pd.DataFrame:
-    """Later / neighbouring published results for orientation (never compared row by row)."""
-    paper = paper or load_paper_numbers()
-    recs = []
-    for c in paper["context"]:
-        e = c.get(column)
-        if e:
-            recs.append({"model": c["name"], "value": float(e["value"]), "sign": SIGNS[e["kind"]],
-                         "note": e.get("note", ""), "confidence": c.get("confidence", ""),
-                         "source": c.get("source", "")})
-    return pd.DataFrame.from_records(recs, columns=["model", "sign", "value", "note",
-                                                    "confidence", "source"])
+def pairs_table(pairs: list) -> pd.DataFrame:
+    return pd.DataFrame.from_records([{
+        "paper: behind": p.worse, "paper: ahead": p.better, "compared": p.what,
+        "ours behind": spread(list(p.worse_values)), "ours ahead": spread(list(p.better_values)),
+        "seeds": f"{len(p.worse_values)} / {len(p.better_values)}",
+        "outcome": p.outcome + (" (one seed)" if p.one_seed else "")} for p in pairs])
 
 
-# ----------------------------------------------------------------------------- settings
-
-SUMMARY_KEYS = [
-    ("model", "output"), ("model", "rnn_dim"), ("model", "z_dim"), ("model", "z_force"),
-    ("model", "cond_ln"), ("model", "use_l2"), ("model", "bwd"), ("train", "kl_anneal"),
-    ("train", "lr_schedule"), ("train", "max_updates"), ("row", "kla"), ("row", "aux"),
-]
-
-
-def flatten_settings(settings: dict, prefix: str = "") -> dict:
-    """{'model': {'rnn_dim': 8}} -> {'model.rnn_dim': 8}; lists and scalars kept as values."""
-    flat = {}
-    for k, v in (settings or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            flat.update(flatten_settings(v, key + "."))
-        else:
-            flat[key] = v
-    return flat
+def runs_table(sub: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame.from_records([
+        {"row": r, "seed": s, "train seed": num(i.get("train_seed")),
+         **{k: num((i.get("train") or {}).get(key)) for k, key in (
+             ("updates", "updates"), ("skipped", "skipped"), ("seconds", "seconds"),
+             ("best valid bound", "best_valid"))}}
+        for r, s, i in zip(sub["row"], sub["seed"], sub["info"])]).astype(str)
 
 
-def settings_summary(settings: dict) -> str:
-    """A short 'key=value' string of the settings that most often differ between rows."""
-    parts = []
-    for section, key in SUMMARY_KEYS:
-        sec = settings.get(section) or {}
-        if key in sec:
-            parts.append(f"{key}={sec[key]}")
-    if "aux_weight" in settings:
-        parts.append(f"aux_weight={settings['aux_weight']}")
-    return ", ".join(parts)
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else
+                   {f"{prefix}{k}": json.dumps(v, sort_keys=True)})
+    return out
 
 
-def settings_tables(metrics: pd.DataFrame, column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(common, differing): settings equal for every row of the column (key, value) and the
-    ones that differ (key x row). Values are shown as JSON text so types stay visible."""
-    sub = metrics[metrics["column"] == column]
-    flat = {r: flatten_settings(s) for r, s in zip(sub["row"], sub["settings"])}
-    keys = sorted(set().union(*flat.values())) if flat else []
-    common, differ = [], {}
-    for k in keys:
-        vals = {r: json.dumps(f.get(k), sort_keys=True, default=str) for r, f in flat.items()}
-        if len(set(vals.values())) == 1:
-            common.append({"setting": k, "value": next(iter(vals.values()))})
-        else:
-            differ[k] = vals
-    common_df = pd.DataFrame.from_records(common, columns=["setting", "value"])
-    differ_df = pd.DataFrame.from_dict(differ, orient="index", columns=list(flat)) if differ \
-        else pd.DataFrame(columns=list(flat))
-    differ_df.index.name = "setting"
-    return common_df, differ_df
+def settings_tables(sub: pd.DataFrame) -> tuple:
+    """(shared, differing): settings and data protocol equal in every cell, and those that
+    differ (setting x row; a row's seeds that differ are joined by ' / ')."""
+    flat = [flatten({"settings": i.get("settings"),
+                     "data": {k: i["data"].get(k) for k in ("source", "protocol", "split_sizes")}})
+            for i in sub["info"]]
+    shared, differ = [], {}
+    for k in sorted(set().union(*flat)):
+        vals = [f.get(k, "—") for f in flat]
+        if len(set(vals)) == 1:
+            shared.append({"setting": k, "value": vals[0]})
+            continue
+        per_row = {}
+        for row, v in zip(sub["row"], vals):
+            per_row.setdefault(row, {})[v] = None
+        differ[k] = {"setting": k, **{row: " / ".join(vs) for row, vs in per_row.items()}}
+    return pd.DataFrame.from_records(shared), pd.DataFrame.from_records(list(differ.values()))
 
 
-# ----------------------------------------------------------------------------- ordering
-
-def ordering_check(table: pd.DataFrame, column_info: dict | None = None) -> dict:
-    """Does the paper's ordering (rows.PAPER_ORDER, worst to best) hold for our numbers,
-    and where does the within-frame autoregressive RNN (rnn_ar) land?
-
-    Compares the table's `ours` values (best bound, bounds as reported, in the
-    log-likelihood direction). Returns holds (True / False / None when fewer than two
-    ordered rows were evaluated), present, missing, violations [(worse_by_paper,
-    better_by_paper, ours_a, ours_b)], ranking (all rows best first), rnn_ar (sentence
-    or None) and statement (the sentence the page prints).
-    """
-    higher = (column_info or {}).get("direction", "higher") == "higher"
-    score = {r: (v if higher else -v) for r, v in zip(table["row"], table["ours"]) if v is not None}
-    name = {r: ROWS[r].paper_name if r in ROWS else r for r in table["row"]}
-    present = [r for r in PAPER_ORDER if r in score]
-    missing = [r for r in PAPER_ORDER if r not in score]
-    violations = []
-    for i, a in enumerate(present):
-        for b in present[i + 1:]:
-            if not score[a] < score[b]:
-                violations.append((a, b, score[a], score[b]))
-    holds = None if len(present) < 2 else not violations
-    ranking = sorted(score, key=lambda r: (-score[r], r))
-    claim = " < ".join(ROWS[r].paper_name for r in PAPER_ORDER)
-    if holds is None:
-        s = (f"The paper's ordering ({claim}) cannot be checked: fewer than two of its rows "
-             f"were evaluated here.")
-    elif holds:
-        s = f"The paper's ordering holds for the {len(present)} of its rows evaluated here: " \
-            + " < ".join(name[r] for r in present) + "."
-    else:
-        pairs = "; ".join(f"{name[a]} ({fmt(x if higher else -x)}) is not below "
-                          f"{name[b]} ({fmt(y if higher else -y)})" for a, b, x, y in violations)
-        s = f"The paper's ordering does not hold here: {pairs}."
-    if missing and holds is not None:
-        s += " Not evaluated: " + ", ".join(ROWS[r].paper_name for r in missing) + "."
-    if holds is not None:
-        s += (" (Compared as reported: exact log-likelihoods for deterministic rows, lower "
-              "bounds for latent rows, which can only understate them.)")
-    ar = None
-    if "rnn_ar" in score:
-        pos = ranking.index("rnn_ar")
-        above = [name[r] for r in ranking[:pos]]
-        below = [name[r] for r in ranking[pos + 1:]]
-        latent = [r for r, e in zip(table["row"], table["sign"]) if e != "=" and r in score]
-        beats_latent = latent and all(score["rnn_ar"] > score[r] for r in latent)
-        ar = (f"The within-frame autoregressive RNN ranks {pos + 1} of {len(ranking)}"
-              + (f", below {', '.join(above)}" if above else "")
-              + ((" and" if above else ",") + f" above {', '.join(below)}" if below else "")
-              + ". " + ("It beats every latent-variable row here, as Dai et al. (2019) found."
-                        if beats_latent else
-                        "It does not beat every latent-variable row here (Dai et al. 2019 found "
-                        "that it does on the paper's benchmarks)." if latent else
-                        "No latent-variable row was evaluated to compare it with."))
-        s += " " + ar
-    return {"holds": holds, "present": present, "missing": missing, "violations": violations,
-            "ranking": ranking, "rnn_ar": ar, "statement": s, "claim": claim}
+def provenance_table(sub: pd.DataFrame) -> pd.DataFrame:
+    keys = {"data": "prepared_manifest_sha256", "model": "model_sha256",
+            "params": "params_sha256", "code": "code_sha256"}
+    return pd.DataFrame.from_records([
+        {"row": r, "seed": s, **{k: str(i["provenance"].get(v) or "—")[:16] for k, v in keys.items()}}
+        for r, s, i in zip(sub["row"], sub["seed"], sub["info"])]).astype(str)

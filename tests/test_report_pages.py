@@ -1,0 +1,246 @@
+"""Report stage end to end on a fake eval/models/data tree (the evaluate stage's contract).
+
+Rendering costs a kernel per page, so one module-scoped project is rendered once (and its
+TIMIT page a second time, for byte stability) and shared by the checks. TIMIT is a stand-in corpus (no difference column), MNIST the
+paper's own (difference column); some rows have two seeds, the others one.
+"""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import report as stage
+
+H = "ab" * 32
+SPEECH = {  # row -> per-seed bound (nats / utterance); rnn_gmm, vrnn_gauss one seed
+    "rnn_gauss": [100.0, 110.0], "rnn_gmm": [200.0], "rnn_ar": [250.0], "vrnn_gauss": [300.0],
+    "zforcing": [400.0, 420.0], "zforcing_aux": [410.0, 430.0]}
+MNIST = {"lstm": [85.0, 85.5], "zforcing": [82.0, 83.0], "zforcing_aux": [80.0, 81.0]}
+IMDB = {"lstm": (60.0, 0.0), "zforcing": (58.0, 0.5), "zforcing_aux": (59.0, 6.0),
+        "zforcing_beta0.5": (70.0, 9.0)}   # row -> (ppl, kl)
+
+
+def dump(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+EXACT = ("rnn_gauss", "rnn_gmm", "rnn_ar", "lstm")
+
+
+def cell(root, bench, row, seed, metrics, data, quirk=False, seconds=12.5):
+    d = os.path.join(root, "eval", bench, row, f"s{seed}")
+    exact = row in EXACT
+    latent = not exact
+    metrics = {**metrics, "kl": 0.0} if exact else metrics
+    test = {"sequences": 8, "elbo_per_seq": metrics["bound"] - 1, "kl_per_seq": metrics["kl"],
+            "iwae_per_seq": None if exact else metrics["bound"], "log_px_per_seq": metrics["bound"]}
+    dump(os.path.join(d, "metrics.json"), metrics)
+    dump(os.path.join(d, "info.json"), {
+        "bench": bench, "row": row, "seed": seed, "train_seed": 1000 + seed,
+        "paper_name": row.replace("_", " ").title(), "exact": exact,
+        "bound_kind": "exact" if exact else "iwae", "iwae_k": 5, "params": 12345, "test": test,
+        "test_quirk": {k: (v * 0.99 if isinstance(v, float) else v) for k, v in test.items()}
+        if quirk else None, "valid": None,
+        "settings": {"model": {"name": row.split("_")[0], "rnn_dim": 16}, "train": {"lr": 0.002},
+                     "aux": "aux" in row or "beta" in row, "kla": False, "aux_weight": 0.005,
+                     "profile": "test", "precision": "fp32", "threads": 1},
+        "data": data, "train": {"updates": 40, "skipped": 0, "seconds": seconds,
+                                "best_valid": None},
+        "provenance": {"prepared_manifest_sha256": H, "model_sha256": "cd" * 32,
+                       "params_sha256": "ef" * 32, "code_sha256": "01" * 32}})
+    if latent:
+        dump(os.path.join(d, "latent.json"), {"kl_per_dim": [3.0, 0.5, 0.001, 0.0]})
+    hist = [{"kind": "train", "update": u, "loss": -metrics["bound"] + 50 / u,
+             "elbo_per_seq": metrics["bound"] - 50 / u, "kl_per_seq": metrics["kl"] if latent else 0.0,
+             "aux_per_seq": 3.0 / u if "aux" in row else 0.0, "kl_weight": min(1.0, u / 20),
+             "aux_weight": 0.005 * min(1.0, u / 20) if "aux" in row else 0.0}
+            for u in range(4, 44, 4)]
+    hist += [{"kind": "valid", "update": u, "valid_elbo_per_seq": metrics["bound"] - 30 / u,
+              "lr": 0.002} for u in (20, 40)]
+    dump(os.path.join(root, "models", bench, row, f"s{seed}", "history.json"), {"history": hist})
+    return d
+
+
+def make_project(root):
+    root = str(root)
+    speech = {"dataset": "synthetic", "source": "embedded", "comparable": False,
+              "title_note": "embedded corpus: espeak-ng speech, a stand-in, not TIMIT",
+              "protocol": {"frame": 200}, "split_sizes": {"test": 2}}
+    rng = np.random.default_rng(0)
+    for row, bounds in SPEECH.items():
+        for seed, b in enumerate(bounds):
+            d = cell(root, "timit", row, seed, {"bound": b, "elbo": b - 1, "kl": 5.0, "per_step": b / 40,
+                                                 "active_units": None if row in EXACT else 2},
+                     speech, quirk=True,
+                     seconds=None if row == "rnn_ar" else 12.5)
+            if seed == 0:
+                np.savez(os.path.join(d, "samples.npz"), sample_rate=np.int64(16000),
+                         generated=(0.2 * rng.standard_normal((2, 16000))).astype(np.float32))
+    prepared = os.path.join(root, "data", "timit", "prepared")
+    os.makedirs(prepared)
+    frames = (3000 * np.sin(np.arange(60 * 200) / 9.0)).astype(np.int16).reshape(60, 200)
+    np.save(os.path.join(prepared, "test.npy"), frames)
+    np.save(os.path.join(prepared, "test_offsets.npy"), np.array([0, 30, 60], np.int64))
+    dump(os.path.join(prepared, "manifest.json"), {
+        "kind": "audio", "sample_rate": 16000, "frame_size": 200, "mean": 0.0, "std": 1000.0,
+        "x_dim": 200, "splits": {"test": {"layout": "utterances", "file": "test.npy",
+                                          "offsets": "test_offsets.npy"}}})
+    mnist = {"dataset": "binarized_mnist", "source": "binarized_mnist", "comparable": True,
+             "title_note": "binarized MNIST (Larochelle), downsampled to 14×14",
+             "protocol": {}, "split_sizes": {}}
+    for row, nlls in MNIST.items():
+        for seed, nll in enumerate(nlls):
+            d = cell(root, "mnist", row, seed, {"bound": -nll, "elbo": -nll - 1, "kl": 2.0,
+                                                "per_step": -nll / 196, "active_units": 3, "nll": nll},
+                     mnist)
+            recon = {} if row in EXACT else {"originals": (rng.random((2, 196)) > .5) * 1.0,
+                                             "recon": rng.random((2, 196))}
+            np.savez(os.path.join(d, "samples.npz"), side=np.int64(14),
+                     generated=rng.random((4, 196)), **recon)
+    imdb = {"dataset": "imdb", "source": "textfile", "comparable": False,
+            "title_note": "sentences from a text file, a stand-in for the IMDB dump",
+            "protocol": {}, "split_sizes": {}}
+    for row, (ppl, kl) in IMDB.items():
+        d = cell(root, "imdb", row, 0, {"bound": -40.0, "elbo": -41.0, "kl": kl, "per_step": -4.0,
+                                        "active_units": 1, "ppl": ppl, "ppl_elbo": ppl + 2,
+                                        "kl_per_word": kl / 10}, imdb)
+    dump(os.path.join(d, "text.json"), {
+        "samples": ["the film was <fine>", "a long story"],
+        "reconstructions": [{"original": "i liked it", "recon": "i loved it"}],
+        "perturb": {"dim": 3, "kl": 1.25, "rows": [{"delta_sd": -2.0, "greedy": "bad film",
+                                                    "sample": "poor film"}]}})
+    with open(os.path.join(root, "params.yaml"), "w") as f:
+        yaml.safe_dump({"profile_name": "test", "aux_weight": 0.005, "seeds": [0, 1],
+                        "benchmarks": {"timit": {"source": "embedded"},
+                                       "mnist": {"source": "binarized_mnist"},
+                                       "imdb": {"source": "textfile"}},
+                        "model": {}, "train": {}, "eval": {},
+                        "report": {"audio_examples": 1, "audio_seconds": 0.5, "dpi": 40}}, f)
+    return root
+
+
+def render(root, out):
+    old = os.getcwd()
+    os.chdir(root)     # the stage runs from the project root with relative paths
+    try:
+        stage.main(["--params", "params.yaml", "--eval", "eval", "--models", "models",
+                    "--data", "data", "--out", out])
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("proj"))
+    render(root, "reports")
+    # a second render, of a copy holding only the TIMIT cells: a page is a function of its
+    # own bench's inputs, byte for byte
+    again = str(tmp_path_factory.mktemp("again"))
+    for sub in ("eval/timit", "models/timit", "data/timit"):
+        shutil.copytree(os.path.join(root, sub), os.path.join(again, sub))
+    shutil.copy(os.path.join(root, "params.yaml"), again)
+    render(again, "reports")
+    return root, again
+
+
+def page(project, name):
+    with open(os.path.join(project[0], "reports", name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_pages_exist_self_contained_small_and_byte_stable(project):
+    names = sorted(os.listdir(os.path.join(project[0], "reports")))
+    assert names == ["imdb.html", "index.html", "mnist.html", "timit.html"]
+    for name in names:
+        text = page(project, name)
+        assert len(text.encode()) < 2_000_000
+        assert not re.search(r"<script|<link|cdn\.|https?://", text, re.I), name
+        assert "jp-Notebook" not in text and len(re.findall(r"<style", text)) == 1   # no nbconvert CSS
+        for leak in ("SPEC", "NOTES", "/tmp", "/work", "dvc.lock", "Traceback", "papermill"):
+            assert leak not in text, (name, leak)
+    with open(os.path.join(project[0], "reports", "timit.html"), "rb") as a, \
+            open(os.path.join(project[1], "reports", "timit.html"), "rb") as b:
+        assert a.read() == b.read(), "timit.html differs between two renders"
+
+
+def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
+    text = page(project, "timit.html")
+    assert "TIMIT: embedded corpus: espeak-ng speech, a stand-in, not TIMIT</h1>" in text
+    assert re.search(r"<td>rnn_gauss</td>\s*<td>Rnn Gauss</td>\s*<td>2</td>\s*<td>=</td>\s*"
+                     r"<td>105.00 \[100.00 – 110.00\]</td>\s*<td>= -1,900</td>\s*<td>high</td>", text)
+    assert re.search(r"<td>rnn_gmm</td>\s*<td>Rnn Gmm</td>\s*<td>1</td>\s*<td>=</td>\s*"
+                     r"<td>200.00</td>", text)
+    assert re.search(r"<td>zforcing_aux</td>\s*<td>Zforcing Aux</td>\s*<td>2</td>\s*"
+                     r"<td>≥ IWAE-5</td>\s*<td>420.00 \[410.00 – 430.00\]</td>\s*<td>≥ 69,530</td>",
+                     text)
+    assert "ours − paper" not in text and "<b>not</b> the paper's benchmark" in text
+    assert "padded mean (quirk)" in text and "415.80 [405.90 – 425.70]" in text
+    assert "published, not trained here" in text
+    # training runs: a missing time is a dash, never None
+    assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1,000</td>\s*<td>40</td>"
+                     r"\s*<td>0</td>\s*<td>—</td>", text)
+    assert not re.search(r"\bNone\b|\bnan\b", text)
+    assert "<details><summary>Provenance" in text and "abababababababab" in text
+    # one real clip and one generated clip per row, as Ogg; spectrograms, curves, latents
+    assert text.count("data:audio/ogg;base64,") == 1 + 6 and "audio/wav" not in text
+    assert text.count("data:image/png;base64,") == 7 + 2 + 1
+
+
+def test_speech_verdict_names_the_pairs(project):
+    text = page(project, "timit.html")
+    assert ("Here: <b>not resolved at this budget</b> — zforcing vs zforcing_aux "
+            "(nats / utterance): overlap.") in text
+    table = text[text.index("that is reversed."):]
+    table = table[:table.index("</table>")]
+    pairs = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td>(\w+)</td>.*?<td>([^<]+)</td>\s*</tr>",
+                       table, re.S)
+    # adjacent pairs of the paper's order among the rows run (srnn missing, rnn_ar not in it)
+    assert pairs == [("rnn_gauss", "rnn_gmm", "as claimed (one seed)"),
+                     ("rnn_gmm", "vrnn_gauss", "as claimed (one seed)"),
+                     ("vrnn_gauss", "zforcing", "as claimed (one seed)"),
+                     ("zforcing", "zforcing_aux", "overlap")]
+
+
+def test_mnist_page_difference_and_verdict(project):
+    text = page(project, "mnist.html")
+    assert "Sequential MNIST: binarized MNIST (Larochelle), downsampled to 14×14</h1>" in text
+    assert "ours − paper" in text and "+1.90" in text and "+0.41" in text   # 82.5-80.6, 80.5-80.09
+    assert "≤ IWAE-5" in text and "Here: <b>holds</b> — zforcing vs zforcing_aux" in text
+    for published in ("DRAW", "PixelRNN", "PixelVAE"):
+        assert published in text
+    # curves, latents, and per row a sample grid (+ reconstructions for the two latent rows)
+    assert text.count("data:image/png;base64,") == 3 + 3 + 2
+
+
+def test_imdb_page_claim_and_text_tables(project):
+    text = page(project, "imdb.html")
+    # zforcing_aux: KL up, perplexity 59 <= 1.05 * 58; beta0.5: KL up but perplexity 70 > 60.9
+    assert "Here: <b>does not hold</b> — zforcing perplexity × 1.05 vs zforcing_beta0.5" in text
+    assert "the film was &lt;fine&gt;" in text and "i loved it" in text and "poor film" in text
+    assert "KL / word" in text and "perplexity (ELBO)" in text
+
+
+def test_index_shows_every_table(project):
+    text = page(project, "index.html")
+    for name in ("timit.html", "mnist.html", "imdb.html"):
+        assert f'href="{name}"' in text
+    assert "not resolved at this budget" in text and "<b>holds</b>" in text
+    assert "downsampled to 14×14" in text and "profile <b>test</b>" in text
+    assert "105.00 [100.00 – 110.00]" in text and "≥ 68,132" in text
+    assert "high</b>:" in text and "low</b>:" in text          # the confidence tags explained
+
+
+def test_bad_report_setting_is_one_line(tmp_path):
+    from pipeline.errors import UserError
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"profile_name": "x", "aux_weight": 0, "seeds": [0],
+                                 "benchmarks": {}, "model": {}, "train": {}, "eval": {},
+                                 "report": {"dpi": "high"}}))
+    with pytest.raises(UserError, match="report.dpi"):
+        stage.read_params(str(p))
