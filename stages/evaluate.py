@@ -158,12 +158,29 @@ def _digits(model, data, manifest, opts, gen, tmp):
 
 
 def _sentences(model, data, manifest, opts, gen, tmp, kl_per_dim):
-    try:
-        from pipeline.models import lm_probe
-    except ImportError:
-        return
-    write_json(tmp / "text.json", lm_probe.page_examples(model, data, manifest, n=opts.samples,
-                                                        generator=gen, kl_per_dim=kl_per_dim))
+    """Sentences a reader can look at: prior samples, posterior reconstructions, and for a
+    latent model one high-KL dimension moved by +-2 prior standard deviations."""
+    from pipeline.datasets import open_split
+    from pipeline.datasets.text import ids_to_text, read_vocab
+    from pipeline.models import lm_probe
+    itos = read_vocab(data)
+    text = lambda ids: [ids_to_text(row, itos) for row in ids.tolist()]  # noqa: E731
+    batch = open_split(data, "test", 4).batch(0, 0).to(next(model.parameters()).device)
+    out = {"samples": text(lm_probe.sample_prior(model, max(opts.samples, 4), 20, generator=gen)),
+           "originals": text(batch.y)}
+    if not model.exact:
+        recon = text(lm_probe.reconstruct(model, batch, generator=gen))
+        out["reconstructions"] = [{"original": o, "recon": r}
+                                  for o, r in zip(out["originals"], recon)]
+        dim = max(range(len(kl_per_dim)), key=lambda d: kl_per_dim[d])
+        one = type(batch)(batch.x[:1], batch.y[:1], batch.mask[:1])
+        rows = []
+        for delta in (-2.0, 0.0, 2.0):
+            greedy = text(lm_probe.perturb(model, one, dim, delta, greedy=True, generator=gen))[0]
+            sample = text(lm_probe.perturb(model, one, dim, delta, greedy=False, generator=gen))[0]
+            rows.append({"delta_sd": delta, "greedy": greedy, "sample": sample})
+        out["perturb"] = {"dim": dim, "kl": kl_per_dim[dim], "original": out["originals"][0], "rows": rows}
+    write_json(tmp / "text.json", out)
 
 
 def _code_hash() -> str:

