@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from pipeline.errors import UserError
@@ -33,7 +34,14 @@ MAX_PAGE_BYTES = 2_000_000
 
 def read_params(path: str) -> dict:
     params = P.read(path)
-    return {"report": asdict(P.report_settings(params)), "profile": str(params["profile_name"]),
+    r = asdict(P.report_settings(params))
+    ranges = {"audio_examples": r["audio_examples"] >= 0, "audio_seconds": r["audio_seconds"] > 0,
+              "dpi": 20 <= r["dpi"] <= 300, "n_mels": 8 <= r["n_mels"] <= 256,
+              "active_threshold": r["active_threshold"] >= 0}
+    for key in (k for k, ok in ranges.items() if not ok):
+        raise UserError(f"{path}: report.{key}={r[key]!r} is out of range (audio_examples >= 0, "
+                        "audio_seconds > 0, dpi 20-300, n_mels 8-256, active_threshold >= 0)")
+    return {"report": r, "profile": str(params["profile_name"]),
             "seeds": P.seeds(params),
             "sources": {b: v.get("source") for b, v in (params["benchmarks"] or {}).items()
                         if isinstance(v, dict)}}
@@ -62,7 +70,8 @@ def main(argv=None) -> int:
         jobs.append(("index.html", "index.ipynb", {
             "eval_dir": args.eval_dir, "pages": [[b, f"{b}.html"] for b in benches],
             "profile": p["profile"], "seeds": p["seeds"], "sources": p["sources"]}))
-        for name, notebook, params in jobs:
+        def render(job):
+            name, notebook, params = job
             t0 = time.perf_counter()
             size = html.render(notebook, params, os.path.join(tmp, name),
                                f"Z-Forcing reproduction: {name[:-5]}")
@@ -71,6 +80,10 @@ def main(argv=None) -> int:
             if size > MAX_PAGE_BYTES:
                 raise UserError(f"{name} would be {size / 1e6:.1f} MB (limit 2 MB): lower "
                                 f"report.audio_examples, report.audio_seconds or report.dpi")
+
+        # two kernels at a time: a page spends most of its time starting one and importing
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(render, jobs))
         old = out + ".old"
         if os.path.exists(out):
             shutil.rmtree(old, ignore_errors=True)

@@ -1,8 +1,9 @@
 """Report stage end to end on a fake eval/models/data tree (the evaluate stage's contract).
 
 Rendering costs a kernel per page, so one module-scoped project is rendered once (and its
-TIMIT page a second time, for byte stability) and shared by the checks. TIMIT is a stand-in corpus (no difference column), MNIST the
-paper's own (difference column); some rows have two seeds, the others one.
+TIMIT page a second time, for byte stability) and shared by the checks. TIMIT is a
+stand-in corpus (no difference column), MNIST the paper's own (difference column); some
+rows have two seeds, the others one.
 """
 import json
 import os
@@ -195,7 +196,7 @@ def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
 def test_speech_verdict_names_the_pairs(project):
     text = page(project, "timit.html")
     assert ("Here: <b>not resolved at this budget</b> — zforcing vs zforcing_aux "
-            "(nats / utterance): overlap.") in text
+            "(nats / utterance): overlap. Not run here: srnn.") in text
     table = text[text.index("that is reversed."):]
     table = table[:table.index("</table>")]
     pairs = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td>(\w+)</td>.*?<td>([^<]+)</td>\s*</tr>",
@@ -236,11 +237,12 @@ def test_index_shows_every_table(project):
     assert "high</b>:" in text and "low</b>:" in text          # the confidence tags explained
 
 
-def test_bad_report_setting_is_one_line(tmp_path):
+@pytest.mark.parametrize("report", [{"dpi": "high"}, {"n_mels": 0}, {"colour": 1}])
+def test_bad_report_setting_is_one_line(tmp_path, report):
     from pipeline.errors import UserError
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({"profile_name": "x", "aux_weight": 0, "seeds": [0],
                                  "benchmarks": {}, "model": {}, "train": {}, "eval": {},
-                                 "report": {"dpi": "high"}}))
-    with pytest.raises(UserError, match="report.dpi"):
+                                 "report": report}))
+    with pytest.raises(UserError, match=f"report.{next(iter(report))}"):
         stage.read_params(str(p))

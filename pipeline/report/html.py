@@ -44,13 +44,11 @@ def execute(notebook: str, parameters: dict) -> nbformat.NotebookNode:
     path = os.path.join(REPO_ROOT, "notebooks", notebook)
     if not papermill.inspect_notebook(path):   # papermill would only warn and ignore the values
         raise ValueError(f"{path} has no cell tagged 'parameters'")
-    env = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env if env else "")   # for the kernel
-    try:
-        return papermill.execute_notebook(path, None, parameters=parameters, kernel_name="python3",
-                                          cwd=".", progress_bar=False, log_output=False)
-    finally:
-        os.environ.pop("PYTHONPATH") if env is None else os.environ.update(PYTHONPATH=env)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if REPO_ROOT not in paths:   # the kernel imports pipeline.report (idempotent: thread-safe)
+        os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in paths if p])
+    return papermill.execute_notebook(path, None, parameters=parameters, kernel_name="python3",
+                                      cwd=".", progress_bar=False, log_output=False)
 
 
 def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -46,8 +46,10 @@ def verdict_html(sub: pd.DataFrame, s: dict, full: bool) -> str:
     v, behind = verdict(pairs)
     named = "; ".join(f"{p.worse} vs {p.better} ({p.what}): {p.outcome}"
                       + (", one seed" if p.one_seed else "") for p in behind)
+    missing = [r for r in s["claim"].get("order", []) if r not in set(sub["row"])]
     out = (f"<p>The paper claims: {esc(s['claim']['says'])}. Here: <b>{esc(v)}</b>"
-           + (f" — {esc(named)}" if named else "") + ".</p>")
+           + (f" — {esc(named)}" if named else "") + "."
+           + (f" Not run here: {esc(', '.join(missing))}." if missing else "") + "</p>")
     shown = [p for p in pairs if p.required or p.outcome == "reversed"]
     return out + (f"<p>{RULE}</p>" + tables.table_html(tables.pairs_table(shown)) if full else "")
 
@@ -146,9 +148,7 @@ class Bench:
                        f"each row; dotted: the active-unit threshold {t:g}."))
 
     def examples(self) -> str:
-        out = []
-        if self.bench not in ("mnist", "imdb"):
-            out.append(self.real_audio())
+        out = [self.real_audio()]
         for row, seed, d in zip(self.first["row"], self.first["seed"], self.first["dir"]):
             if os.path.isfile(os.path.join(d, "text.json")):
                 out.append(self.text(row, seed, tables.read_json(os.path.join(d, "text.json"))))
@@ -160,19 +160,23 @@ class Bench:
 
     def real_audio(self) -> str:
         n, sec = self.cfg["audio_examples"], self.cfg["audio_seconds"]
-        if not n or not os.path.isfile(os.path.join(self.prepared, "manifest.json")):
-            return note("No real test audio shown (switched off, or no prepared data).")
+        manifest = os.path.join(self.prepared, "manifest.json")
+        if not os.path.isfile(manifest) or tables.read_json(manifest).get("kind") != "audio":
+            return ""
+        if not n:
+            return note("Audio examples switched off (report.audio_examples is 0).")
         clips = figures.real_clips(self.prepared, n, sec)
         return ("<h4>Real test audio</h4>" + "".join(figures.audio_block(
             t, x, sr, self.cfg["n_mels"], self.cfg["dpi"]) for t, x, sr in clips)
             + note(f"Clips cut to at most {sec:g} s; Ogg Vorbis."))
 
     def audio(self, row, seed, z) -> str:
-        n, sr = self.cfg["audio_examples"], int(z["sample_rate"])
+        sr = int(z["sample_rate"])
+        cut = int(self.cfg["audio_seconds"] * sr)
         return f"<h4>{esc(row)}: generated (seed {seed})</h4>" + "".join(
-            figures.audio_block(f"{row} s{seed}: sample {i + 1}", g[:int(self.cfg["audio_seconds"] * sr)],
-                                sr, self.cfg["n_mels"], self.cfg["dpi"])
-            for i, g in enumerate(z["generated"][:n]))
+            figures.audio_block(f"{row} s{seed}: sample {i + 1}", g[:cut], sr,
+                                self.cfg["n_mels"], self.cfg["dpi"])
+            for i, g in enumerate(z["generated"][:self.cfg["audio_examples"]]))
 
     def digit_grid(self, row, seed, z) -> str:
         try:   # imported here: it loads torch, which only this page needs
