@@ -19,15 +19,19 @@ class StageError(UserError):
 
 
 def setup_torch(threads: int, device: str = "auto"):
-    """Fix the thread count (results depend on it) and pick the device."""
+    """Fix the thread count (results depend on it) and pick the device: `auto` claims a
+    free GPU for this stage's lifetime, or falls back to CPU (stages/devices.py)."""
     import torch
+
+    from stages import devices
     torch.set_num_threads(max(1, int(threads)))
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StageError(f"device {device!r} asked for, but CUDA is not available; "
                          "set train.device / eval.device to auto or cpu")
-    return torch.device(device)
+    dev = torch.device(devices.resolve(device))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # kernels and NCCL of this process go to the claimed GPU
+    return dev
 
 
 def write_json(path, obj) -> None:
