@@ -18,6 +18,10 @@ thing written for that update, and the final checkpoint says the run is done. A 
 killed anywhere replays from the last complete update to the same history and weights.
 A checkpoint carries a fingerprint of the settings and the model, and one from another
 run is refused with CheckpointMismatch instead of being continued.
+
+Data-parallel (ddp: a pipeline.distributed.DataParallel, one process per rank under
+torchrun): each rank trains on its shard of every global batch and the update equals the
+single-process update of that batch; rank 0 alone writes checkpoints (see distributed.py).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import torch
 from . import checkpoint
 from .bounds import draw_noise, evaluate
 from .config import TrainConfig
+from .distributed import DataParallel, DistributedError, rank_seed
 from .errors import UserError
 
 # order of the device-side accumulator vector
@@ -77,8 +82,8 @@ def schedule_weights(good: torch.Tensor, cfg: TrainConfig):
 class Stepper:
     """One optimisation step, all on the device. Holds the counters the schedules read."""
 
-    def __init__(self, model, opt, cfg: TrainConfig, device):
-        self.model, self.opt, self.cfg = model, opt, cfg
+    def __init__(self, model, opt, cfg: TrainConfig, device, ddp: DataParallel | None = None):
+        self.model, self.opt, self.cfg, self.ddp = model, opt, cfg, ddp
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.bwd = float(getattr(getattr(model, "cfg", None), "bwd", 0.0))
         z = lambda: torch.zeros((), device=device, dtype=torch.float64)  # noqa: E731
@@ -97,10 +102,13 @@ class Stepper:
         loss = per_seq.mean()
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
+        verdict = [loss.detach(), terms.kl.detach().mean()]  # what decides a skip
+        if self.ddp is not None:  # the global batch's gradient, loss and KL: one all-reduce
+            verdict = self.ddp.average_grads(self.params, *verdict)
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
-        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm)
+        bad = ~torch.isfinite(verdict[0]) | ~torch.isfinite(gnorm)
         if cfg.kl_skip:
-            bad = bad | (terms.kl.mean() >= cfg.kl_skip)
+            bad = bad | (verdict[1] >= cfg.kl_skip)
         self.found_inf.copy_(bad)
         self.opt.step()
         ok = ~bad
@@ -120,7 +128,11 @@ class Stepper:
         self.good.copy_(s["good"]), self.skipped.copy_(s["skipped"]), self.acc.copy_(s["acc"])
 
     def read_and_reset(self, kl_w, aux_w) -> dict:
-        """One host read of the accumulators: means per good update since the last read."""
+        """One host read of the accumulators: means per good update since the last read.
+        Data-parallel: summed over ranks first (loss and grad_norm then count once per rank,
+        as does `updates`, so their means are the global ones)."""
+        if self.ddp is not None:
+            self.ddp.sum_(self.acc)
         a = dict(zip(ACC, self.acc.tolist()))
         self.acc.zero_()
         n = max(a["updates"], 1.0)
@@ -150,26 +162,29 @@ def check_skips(skipped: int, attempted: int, cfg: TrainConfig, final: bool = Fa
         f"NaN/inf values, or train.lr={cfg.lr:g} is too high")
 
 
-def _rng_state(gen: torch.Generator, device) -> dict:
+def _rng_state(gen: torch.Generator, device, ddp: DataParallel | None = None) -> dict:
     s = {"torch": torch.get_rng_state(), "noise": gen.get_state()}
     if torch.device(device).type == "cuda":
         s["cuda"] = torch.cuda.get_rng_state(device)
+    if ddp is not None:  # the torch RNGs (dropout) differ per rank; the noise generator does not
+        s["ranks"] = {k: ddp.gather_bytes(s[k]) for k in ("torch", "cuda") if k in s}
     return s
 
 
-def _set_rng_state(s: dict, gen: torch.Generator, device):
+def _set_rng_state(s: dict, gen: torch.Generator, device, rank: int = 0):
     # generator states are CPU byte tensors, whatever map_location moved them to
-    torch.set_rng_state(s["torch"].cpu())
+    own = {k: v[rank] for k, v in s.get("ranks", {}).items()}
+    torch.set_rng_state(own.get("torch", s["torch"]).cpu())
     gen.set_state(s["noise"].cpu())
     if "cuda" in s:
-        torch.cuda.set_rng_state(s["cuda"].cpu(), device)
+        torch.cuda.set_rng_state(own.get("cuda", s["cuda"]).cpu(), device)
 
 
 def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def _resume(path: Path, fingerprint: dict, model, opt, step: Stepper, gen, device):
+def _resume(path: Path, fingerprint: dict, model, opt, step: Stepper, gen, device, rank: int = 0):
     """Load the checkpoint at `path` into model, optimiser, counters and RNGs after checking
     it belongs to this run. Returns (Position, best state or None)."""
     ck = checkpoint.load(path, map_location=device)
@@ -180,7 +195,9 @@ def _resume(path: Path, fingerprint: dict, model, opt, step: Stepper, gen, devic
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
         step.load_state(ck["counters"])
-        _set_rng_state(ck["rng"], gen, device)
+        if rank:  # rank 0's checkpoint holds the accumulators summed over all ranks
+            step.acc.zero_()
+        _set_rng_state(ck["rng"], gen, device, rank)
         pos = Position(**ck["position"])
         best = _cpu_copy(ck["best_model"]) if ck["best_model"] is not None else None
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
@@ -190,46 +207,79 @@ def _resume(path: Path, fingerprint: dict, model, opt, step: Stepper, gen, devic
     return pos, best
 
 
+def _agree_on_resume(ddp: DataParallel, exists: bool, path) -> None:
+    """Every rank must resume from the same file, or none: rank 0 alone writes it."""
+    seen = ddp.gather_flags(exists)
+    if any(seen) and not all(seen):
+        raise DistributedError(f"{path} is visible to ranks {[r for r, s in enumerate(seen) if s]} "
+                               f"only: put the checkpoint folder (--ckpt-root) on a filesystem "
+                               f"every node shares")
+
+
 def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
           ckpt_path: str | Path | None = None, on_log: Callable[[dict], None] | None = None,
-          on_eval: Callable[[dict], None] | None = None, eval_kwargs: dict | None = None) -> dict:
+          on_eval: Callable[[dict], None] | None = None, eval_kwargs: dict | None = None,
+          ddp: DataParallel | None = None) -> dict:
     """Train `model` on `loader` (an object with num_batches and batch(epoch, index)).
 
     Resumes from `ckpt_path` when it exists (CheckpointMismatch if another run wrote it,
     BadCheckpoint if it is unreadable) and saves there every cfg.ckpt_every updates and at
     the end; a finished checkpoint returns its result without training.
     Returns {"history", "best_state", "last_state", "position", "skipped"}.
+    With `ddp`, `loader` is the global-batch loader (a pipeline.datasets loader) and every
+    rank calls train() alike; callbacks are best passed on rank 0 only.
     """
     if loader.num_batches <= 0:
         raise ValueError("the training loader has no batches")
+    rank = ddp.rank if ddp is not None else 0
+    if ddp is not None:
+        loader = ddp.shard(loader)  # this rank's rows of every global batch
     model.to(device)
     model.train()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(rank_seed(cfg.seed, rank))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     opt = make_optimizer(model, cfg)
-    step = Stepper(model, opt, cfg, device)
+    step = Stepper(model, opt, cfg, device, ddp)
     pos = Position(lr=cfg.lr)
     best_state = None
     ckpt_path = Path(ckpt_path) if ckpt_path else None
     fingerprint = checkpoint.fingerprint(model, cfg)
-    if ckpt_path and ckpt_path.exists():
-        pos, best_state = _resume(ckpt_path, fingerprint, model, opt, step, gen, device)
+    resume = bool(ckpt_path) and ckpt_path.exists()
+    if ddp is not None:
+        fingerprint["world_size"] = ddp.world  # the float sums, hence the weights, depend on it
+        _agree_on_resume(ddp, resume, ckpt_path)
+    if resume:
+        pos, best_state = _resume(ckpt_path, fingerprint, model, opt, step, gen, device, rank)
+    elif ddp is not None:
+        ddp.broadcast_(model.state_dict().values())  # one starting point for every rank
     for group in opt.param_groups:
         group["lr"] = pos.lr
 
     def save():
-        if ckpt_path:
-            checkpoint.save_atomic({
-                "model": model.state_dict(), "optim": opt.state_dict(),
-                "counters": step.state(), "rng": _rng_state(gen, device),
-                "position": asdict(pos), "best_model": best_state,
-                "train_config": asdict(cfg), "fingerprint": fingerprint}, ckpt_path)
+        if not ckpt_path:
+            return
+        counters, rng = step.state(), _rng_state(gen, device, ddp)
+        if ddp is not None:  # every rank takes part in the gathering; rank 0 alone writes
+            counters["acc"] = ddp.sum_(step.acc.clone())
+            if not ddp.is_main:
+                return
+        checkpoint.save_atomic({
+            "model": model.state_dict(), "optim": opt.state_dict(),
+            "counters": counters, "rng": rng,
+            "position": asdict(pos), "best_model": best_state,
+            "train_config": asdict(cfg), "fingerprint": fingerprint}, ckpt_path)
 
     def validate():
         nonlocal best_state
-        res = evaluate(model, valid_loader, device=device, seed=cfg.seed,
-                       **{"name": "validation", **(eval_kwargs or {})})
-        bound = res["elbo_per_seq"]  # finite: evaluate raises NonFiniteEvaluation otherwise
+        figures = None
+        if rank == 0:
+            res = evaluate(model, valid_loader, device=device, seed=cfg.seed,
+                           **{"name": "validation", **(eval_kwargs or {})})
+            figures = [res["elbo_per_seq"], res["elbo_per_step"], res["kl_per_seq"]]
+        if ddp is not None:  # rank 0's figures: every rank halves the lr and selects alike
+            figures = ddp.broadcast_floats(figures, 3)
+        # finite: evaluate raises NonFiniteEvaluation otherwise
+        bound, bound_per_step, kl_per_seq = figures
         halved = False
         if (cfg.lr_schedule == "halve" and pos.prev_valid is not None
                 and bound < pos.prev_valid and pos.lr > cfg.lr_floor):
@@ -242,8 +292,8 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
             pos.best_valid = bound
             best_state = _cpu_copy(model.state_dict())
         rec = {"kind": "valid", "update": pos.updates, "epoch": pos.epoch,
-               "valid_elbo_per_seq": bound, "valid_elbo_per_step": res["elbo_per_step"],
-               "valid_kl_per_seq": res["kl_per_seq"], "lr": pos.lr, "lr_halved": halved}
+               "valid_elbo_per_seq": bound, "valid_elbo_per_step": bound_per_step,
+               "valid_kl_per_seq": kl_per_seq, "lr": pos.lr, "lr_halved": halved}
         pos.history.append(rec)
         if on_eval:
             on_eval(rec)
@@ -266,7 +316,8 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
 
     while not pos.done:
         batch = loader.batch(pos.epoch, pos.index).to(device)
-        kl_w, aux_w = step(batch, draw_noise(model, batch, gen))
+        noise = draw_noise(model, batch, gen) if ddp is None else ddp.noise(model, batch, gen)
+        kl_w, aux_w = step(batch, noise)
         pos.index += 1
         pos.updates += 1
         since_log += 1
