@@ -33,6 +33,7 @@ class TrainOptions:
     valid_limit: int = 0
     device: str = "auto"       # auto | cpu | cuda | cuda:N
     threads: int = 1
+    nproc: int = 1             # >1: data-parallel processes (torchrun), sharing the batch
 
 
 @dataclass
@@ -270,6 +271,8 @@ def train_settings(params: dict, bench: str, row, seed_index: int):
             raise ParamError(f"train.{k}={getattr(opts, k)}: cannot be negative (0 = all)")
     if opts.threads < 1:
         raise ParamError(f"train.threads={opts.threads}: at least 1")
+    if opts.nproc < 1:
+        raise ParamError(f"train.nproc={opts.nproc}: at least 1 (1 = one process)")
     check_device(opts.device, "train.device")
     core = {k: v for k, v in t.items() if k not in opt_keys}
     w = aux_weight(params, bench, row)
@@ -277,7 +280,11 @@ def train_settings(params: dict, bench: str, row, seed_index: int):
     if w == 0:
         core["aux_anneal_updates"] = 0
     core["seed"] = _value(int, core.get("seed", 0), "train.seed") + seed_index
-    return typed(TrainConfig, core, "train", **fixed), opts
+    cfg = typed(TrainConfig, core, "train", **fixed)
+    if cfg.batch_size % opts.nproc:
+        raise ParamError(f"train.batch_size={cfg.batch_size} does not split over train.nproc="
+                         f"{opts.nproc} processes: use a multiple of {opts.nproc}")
+    return cfg, opts
 
 
 def eval_settings(params: dict, bench: str) -> EvalOptions:

@@ -12,12 +12,20 @@ Everything in --out is a pure function of data, params and code (timings stay ou
 live/<bench>/<row>/s<seed> (git-ignored). The in-progress checkpoint lives in
 .ckpt/<hash of settings, data manifest and code>/, outside DVC's outputs: an interrupted
 run resumes, and no other configuration ever picks it up.
+
+Data-parallel: with train.nproc = N > 1 the stage re-executes itself as
+`python -m torch.distributed.run --standalone --nproc_per_node N -m stages.train ...`
+(claiming N GPUs first when train.device is auto); started by torchrun by hand (any
+--nnodes, c10d rendezvous) it joins that group instead. Every rank trains on its shard of
+each global batch of train.batch_size; rank 0 alone writes the checkpoint, dvclive logs
+and outputs.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -59,7 +67,13 @@ def main():
     manifest = read_manifest(args.data)
     tcfg, opts = P.train_settings(params, args.bench, row, args.seed)
     mcfg = P.model_settings(params, args.bench, row, manifest)
+    from pipeline import distributed
+    if opts.nproc > 1 and not distributed.under_torchrun():
+        _relaunch(opts)
     device = setup_torch(opts.threads, opts.device)
+    ddp = distributed.from_env(device)  # None when this process trains alone
+    main_rank = ddp is None or ddp.is_main
+    world = ddp.world if ddp else 1
 
     import torch
     from pipeline import checkpoint
@@ -78,11 +92,11 @@ def main():
 
     cell = f"{args.bench}/{row.name}/s{args.seed}"
     manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
-    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg),
+    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
                     "opts": asdict(opts), "code": code_hash(), "data": manifest_sha})[:16]
     ckpt = Path(args.ckpt_root) / key / "train.pt"
-    live = _live(args.live or f"live/{cell}", resume=ckpt.exists())
-    bar = _progress(tcfg.max_updates, cell)
+    live = _live(args.live or f"live/{cell}", resume=ckpt.exists()) if main_rank else None
+    bar = _progress(tcfg.max_updates, cell, disable=not main_rank)
 
     def on_log(rec):
         bar.update(rec["update"] - bar.n)
@@ -105,10 +119,14 @@ def main():
     from pipeline.errors import UserError
     try:
         out = train(model, loader, tcfg, valid_loader=valid, device=device, ckpt_path=ckpt,
-                    on_log=on_log, on_eval=on_eval)
+                    on_log=on_log if main_rank else None,
+                    on_eval=on_eval if main_rank else None, ddp=ddp)
     except UserError as err:  # say which data and which cell
         raise StageError(f"{cell} on {args.data}: {err}") from None
     bar.close()
+    if not main_rank:  # rank 0 writes everything
+        ddp.close()
+        return
     seconds = time.perf_counter() - t0
     if live:
         live.summary.update(seconds=seconds)
@@ -121,19 +139,36 @@ def main():
             # the built model's own config: a registry name may fix the output family
             "cell": cell, "model_config": asdict(model.cfg), "train_config": asdict(tcfg),
             "options": asdict(opts), "row": asdict(row), "params": count_parameters(model),
-            "updates": out["position"]["updates"], "skipped": out["skipped"],
+            "updates": out["position"]["updates"], "skipped": out["skipped"], "world_size": world,
             "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha})
         timing = ("frames_per_s", "ms_per_update")
         write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}
                                                       for r in out["history"]]})
     shutil.rmtree(ckpt.parent, ignore_errors=True)  # finished: the output is the record now
     print(f"[{cell}] {out['position']['updates']} updates ({out['skipped']} skipped) in "
-          f"{seconds:.1f} s -> {args.out}", file=sys.stderr)
+          f"{seconds:.1f} s on {world} process{'es' if world > 1 else ''} -> {args.out}",
+          file=sys.stderr)
+    if ddp is not None:
+        ddp.close()
 
 
-def _progress(total, name):
+def _relaunch(opts):
+    """Become `torchrun --standalone --nproc_per_node N` of this same command. exec keeps
+    the process DVC waits on, so its signals reach torchrun, and the GPU locks claimed here
+    stay held until the ranks end."""
+    from pipeline.distributed import launch_command
+    from stages import devices
+    env = {**os.environ, **devices.claim_for_ranks(opts.device, opts.nproc)}
+    cmd = launch_command(opts.nproc, "stages.train", sys.argv[1:], sys.executable)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
+
+
+def _progress(total, name, disable=False):
     from tqdm import tqdm
-    return tqdm(total=total, desc=name, unit="upd", dynamic_ncols=True, mininterval=2.0)
+    return tqdm(total=total, desc=name, unit="upd", dynamic_ncols=True, mininterval=2.0,
+                disable=disable)
 
 
 def _live(path, resume: bool):
