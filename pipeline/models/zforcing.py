@@ -19,7 +19,7 @@ from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
                    reverse_index)
-from .distributions import gaussian_log_prob
+from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update, make_lstm)
 
@@ -146,6 +146,64 @@ class ZForcing(nn.Module):
             x = self.out.sample(h) if sample_output else self.out.mean(h)
             ys.append(x)
         return torch.stack(ys, 1)
+
+    # -- reconstruction ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, generator: torch.Generator | None = None,
+                    sample_output: bool = True) -> torch.Tensor:
+        """Decode the given sequences from latents inferred by the posterior, (B, T) for
+        pixels, (B, T, x_dim) for frames.
+
+        Teacher forcing would read the true previous target at every step, so it is not a
+        reconstruction. Here only the latents see the data: b_t comes from the backward LSTM
+        over the true targets, z_t ~ q(z_t | h_{t-1}, b_t), and the forward recurrence reads
+        its own previous output. The first input is the batch's (zero pixel / frame).
+        sample_output=True: each output is drawn and fed back, and the draws are returned.
+        False: the output means are returned (pixel probabilities, mean frames); the input
+        fed back is the mean frame, or for pixels the likelier value (an embedding table
+        cannot read a probability). All randomness comes from `generator` when given
+        (bernoulli and gaussian outputs; other families need generator=None). Steps past a
+        sequence's length hold values of no meaning: read them through batch.mask.
+        """
+        cfg = self.cfg
+        check_batch(cfg, batch)
+        if cfg.data == "tokens":
+            raise ValueError("reconstruct decodes pixels or audio frames, not tokens")
+        r, mask = cfg.rnn_dim, batch.mask
+        B, T = mask.shape
+        rev = reverse_index(mask)
+        b = gather_time(self.bwd_rnn(gather_time(self.emb(batch.y), rev))[0], rev).transpose(0, 1)
+        h = c = mask.new_zeros(B, r)
+        x, w_z, ys = batch.x[:, 0], self._z_weight(), []
+        for t in range(T):
+            mu_q, lv_q = self.post(torch.cat([h, b[t]], -1))
+            z = mu_q + torch.exp(0.5 * lv_q) * _randn(mu_q, generator)
+            pre_x = self._input_preacts(self.emb(x).unsqueeze(0))[0]
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
+            if sample_output:
+                x = y = _draw_output(self.out, h, generator)
+            else:
+                y = self.out.mean(h)
+                x = (y >= 0.5).long() if cfg.data == "binary" else y
+            ys.append(y)
+        return torch.stack(ys, 1)
+
+
+def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _draw_output(head: nn.Module, h: torch.Tensor, generator: torch.Generator | None):
+    """head.sample(h), drawn from `generator`: the heads' own sample() uses the global RNG."""
+    if generator is None:
+        return head.sample(h)
+    if isinstance(head, BernoulliOutput):
+        return torch.bernoulli(head.mean(h), generator=generator).long()
+    if isinstance(head, GaussianOutput):
+        mu, logvar = head.params(h)
+        return mu + torch.exp(0.5 * logvar) * _randn(mu, generator)
+    raise ValueError(f"reconstruct with a generator supports bernoulli and gaussian outputs, "
+                     f"not {type(head).__name__}: pass generator=None")
 
 
 class _LReLU(nn.Module):
