@@ -67,12 +67,13 @@ class SRNN(nn.Module):
 
         z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
         mps, lps, mqs, lqs, zs = [], [], [], [], []
-        for t in range(T):
+        # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
+        for pd, qa, e in zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0)):
             hp, hq = F.linear(z, w_z).split([m, m], dim=-1)
-            mu_p, lv_p = self.prior.from_hidden(hp + p_d[t])
-            dmu, lv_q = self.post.from_hidden(hq + q_a[t])
+            mu_p, lv_p = self.prior.from_hidden(hp + pd)
+            dmu, lv_q = self.post.from_hidden(hq + qa)
             mu_q = mu_p + dmu                                                 # Res_q
-            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
+            z = mu_q + torch.exp(0.5 * lv_q) * e
             mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)
         return dict(d=D, a=A, mu_p=torch.stack(mps), lv_p=torch.stack(lps),
                     mu_q=torch.stack(mqs), lv_q=torch.stack(lqs), z=torch.stack(zs))

@@ -84,11 +84,12 @@ class VRNN(nn.Module):
         hh = mask.new_zeros(B, 4 * r)                                      # W_hh g_0 = 0
         phz = mask.new_zeros(B, cfg.mlp_dim)                               # phi_z(z_0) = 0
         gs, mus, lvs, zs, phzs = [], [], [], [], []
-        for t in range(T):
-            g, c = lstm_update(pre_x[t] + hh + F.linear(phz, w_z), c)
+        # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
+        for px, qy, e in zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0)):
+            g, c = lstm_update(px + hh + F.linear(phz, w_z), c)
             hq, hh = F.linear(g, w_g).split([cfg.mlp_dim, 4 * r], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(q_y[t] + hq)
-            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
+            mu_q, lv_q = self.post.from_hidden(qy + hq)
+            z = mu_q + torch.exp(0.5 * lv_q) * e
             phz = lrelu(self.phi_z(z))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
         G = torch.stack(gs)

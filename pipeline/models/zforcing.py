@@ -104,11 +104,13 @@ class ZForcing(nn.Module):
 
         h = c = mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
-        for t in range(T):
+        # unbind, not [t]: indexing would make autograd build a full (T, B, .) zero gradient
+        # per step, quadratic in T (MNIST's 784 steps: 53 s an update instead of 3 s)
+        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + q_b[t])
-            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
-            h, c = lstm_update(self._gates(pre_x[t], hh, z, w_z), c)
+            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            z = mu_q + torch.exp(0.5 * lv_q) * e
+            h, c = lstm_update(self._gates(px, hh, z, w_z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
 
         H = torch.stack(hs)                                       # h_1..h_T

@@ -92,11 +92,12 @@ class ZForcingLM(nn.Module):
         eps = noise.transpose(0, 1)
         h = c = batch.mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
-        for t in range(T):
+        # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
+        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, self.cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + q_b[t])
-            z = mu_q + torch.exp(0.5 * lv_q) * eps[t]
-            h, c = lstm_update(self.gates(pre_x[t], hh, z), c)
+            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            z = mu_q + torch.exp(0.5 * lv_q) * e
+            h, c = lstm_update(self.gates(px, hh, z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
         return torch.stack(hs), torch.stack(zs), torch.stack(mus), torch.stack(logvars), b_t
 
