@@ -112,7 +112,7 @@ def _stable_npz_bytes(arrays: dict) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             item = io.BytesIO()
-            np.save(item, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            np.save(item, np.asarray(arrays[name], order="C"), allow_pickle=False)  # keeps 0-d scalars 0-d
             zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), item.getvalue())
     return buf.getvalue()
 
