@@ -147,13 +147,14 @@ def _digits(model, data, manifest, opts, gen, tmp):
     from pipeline.datasets import open_split
     steps = int(manifest["protocol"].get("steps") or 784)
     side = int(round(steps ** 0.5))
-    probs = model.generate(max(opts.samples, 8), steps, sample_output=False).cpu().numpy()
-    arrays = {"generated": probs.reshape(len(probs), -1).astype(np.float32), "side": np.int64(side)}
+    # 0/1 samples: generate() feeds its output back as the next pixel, so it must draw them
+    pixels = model.generate(max(opts.samples, 8), steps).cpu().numpy()
+    arrays = {"generated": pixels.reshape(len(pixels), -1).astype(np.float32), "side": np.int64(side)}
     batch = open_split(data, "test", 8).batch(0, 0)
     arrays["originals"] = batch.y.numpy().astype(np.uint8)
     if hasattr(model, "reconstruct"):
-        arrays["recon"] = model.reconstruct(batch.to(next(model.parameters()).device),
-                                            generator=gen).cpu().numpy().astype(np.float32)
+        arrays["recon"] = model.reconstruct(batch.to(next(model.parameters()).device), generator=gen,
+                                            sample_output=False).cpu().numpy().astype(np.float32)
     checkpoint.save_npz(arrays, tmp / "samples.npz")
 
 
