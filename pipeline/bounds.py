@@ -6,6 +6,9 @@ Importance-weighted bound with K samples (Burda et al.):
 batched over samples (the batch is repeated K times, in chunks to bound memory) and
 computed with logsumexp. For exact models (no latents) both equal log p(y).
 ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
+Noise comes from one generator in batch order (noise="batch"), or from one generator per
+sequence (noise="sequence", pipeline.eval_noise), which makes every sequence's bounds
+independent of the batching: bucketed evaluation then gives the same per-sequence bounds.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 
 from .datasets.batches import Batch
 from .errors import UserError
+from .eval_noise import SequenceNoise
 
 
 class NonFiniteEvaluation(UserError):
@@ -37,8 +41,10 @@ def draw_noise(model, batch: Batch, generator: torch.Generator | None = None):
 
 @torch.no_grad()
 def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sequence importance-weighted bound with k samples, shape (B,)."""
+               generator: torch.Generator | None = None,
+               noise: SequenceNoise | None = None) -> torch.Tensor:
+    """Per-sequence importance-weighted bound with k samples, shape (B,). The samples are
+    drawn from `noise` when given (per sequence), else from `generator`."""
     if k < 1:
         raise ValueError(f"IWAE needs k >= 1 samples, got {k}")
     if getattr(model, "exact", False):
@@ -48,29 +54,35 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         rep = repeat_batch(batch, c)
-        weights.append(model(rep, draw_noise(model, rep, generator)).log_weight.view(c, B))
+        eps = draw_noise(model, rep, generator) if noise is None else noise.draw(model, batch, c)
+        weights.append(model(rep, eps).log_weight.view(c, B))
     return torch.logsumexp(torch.cat(weights), dim=0) - math.log(k)
 
 
 @torch.no_grad()
 def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
-             device="cpu", seed: int = 0, name: str | None = None) -> dict:
+             device="cpu", seed: int = 0, name: str | None = None, noise: str = "batch") -> dict:
     """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
 
     samples_per_step: audio samples in one step (200 for speech frames), for per-sample
     figures. `padded_sequences` (batches * batch size) is returned for padded_mean_quirk.
     name: the split's name for the NonFiniteEvaluation raised when a total is not finite
     (a NaN must neither pass validation unnoticed nor reach the metrics).
+    noise: "batch" (one generator in batch order) or "sequence" (one per sequence, for
+    loaders with ids(): results independent of batching and IWAE chunking).
     """
+    if noise not in ("batch", "sequence"):
+        raise ValueError(f"noise must be 'batch' or 'sequence', got {noise!r}")
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     keys = ("elbo", "log_px", "kl", "aux", "log_weight")
     tot = {k: 0.0 for k in keys + ("iwae", "steps")}
     n_seq, n_batches, max_b, kl_dims = 0, 0, 0, None
-    for batch in loader:
+    for i, batch in enumerate(loader):
         batch = batch.to(device)
-        terms = model(batch, draw_noise(model, batch, gen))
+        draws = SequenceNoise.for_batch(seed, loader.ids(0, i), batch) if noise == "sequence" else None
+        terms = model(batch, draw_noise(model, batch, gen) if draws is None else draws.draw(model, batch))
         for k in keys:
             tot[k] += float(getattr(terms, k).sum())
         tot["steps"] += float(terms.steps.sum())
@@ -78,7 +90,7 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
             s = terms.kl_dims.sum(0)
             kl_dims = s if kl_dims is None else kl_dims + s
         if iwae_k:
-            tot["iwae"] += float(iwae_bound(model, batch, iwae_k, iwae_chunk, gen).sum())
+            tot["iwae"] += float(iwae_bound(model, batch, iwae_k, iwae_chunk, gen, draws).sum())
         n_seq += batch.size
         n_batches += 1
         max_b = max(max_b, batch.size)

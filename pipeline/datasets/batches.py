@@ -3,7 +3,11 @@
 A `Batch` is batch-first: x and y are (B, T, D) float frames for audio, or (B, T) int64
 for discrete data (pixels, tokens); mask is (B, T) float, 1 where the step is scored.
 A loader is addressed by (epoch, index) so training can resume at an exact position:
-the order of an epoch is a pure function of (seed, epoch).
+the order of an epoch is a pure function of (seed, epoch). Loaders of sequences of
+varied length (utterances, sentences) can bucket: sort sequences by length, longest
+first, before cutting batches, so a batch pads to little more than its own longest
+sequence (whole-utterance evaluation). A batch's size and every sequence's content are
+unchanged; only which sequences share a batch is.
 
 Prepared directory layout (written by the protocol modules, read here):
 
@@ -67,13 +71,31 @@ def epoch_order(n: int, epoch: int, seed: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-class _Loader:
-    """Shared (epoch, index) addressing; subclasses say how many sequences and gather them."""
+def bucket_order(lengths: np.ndarray, batch_size: int, epoch: int, seed: int,
+                 shuffle: bool) -> np.ndarray:
+    """Sequences sorted by length, longest first (ties in index order): the first batch is
+    the largest, so a batch size too large for memory fails at once. With shuffle the
+    full batches (not the sequences) come in a seeded order per epoch; a short last batch
+    stays last, so every batch keeps its sequences."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    full = len(order) // batch_size
+    if not shuffle or full < 2:
+        return order
+    blocks = order[:full * batch_size].reshape(full, batch_size)
+    return np.concatenate([blocks[epoch_order(full, epoch, seed, True)].reshape(-1),
+                           order[full * batch_size:]])
 
-    def __init__(self, batch_size: int, shuffle: bool, seed: int, drop_last: bool):
+
+class _Loader:
+    """Shared (epoch, index) addressing; subclasses say how many sequences and gather them,
+    and loaders that can bucket say how long each sequence is (_sequence_lengths)."""
+
+    def __init__(self, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+                 bucket: bool = False):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.bucket = bucket
         self._cached = (None, None)  # (epoch, order): a permutation is O(N), batches are many
 
     @property
@@ -90,14 +112,26 @@ class _Loader:
 
     def order(self, epoch: int) -> np.ndarray:
         if self._cached[0] != epoch:
-            self._cached = (epoch, epoch_order(self.num_sequences, epoch, self.seed, self.shuffle))
+            if self.bucket:
+                order = bucket_order(self._sequence_lengths(), self.batch_size, epoch,
+                                     self.seed, self.shuffle)
+            else:
+                order = epoch_order(self.num_sequences, epoch, self.seed, self.shuffle)
+            self._cached = (epoch, order)
         return self._cached[1]
 
-    def batch(self, epoch: int, index: int) -> Batch:
+    def _sequence_lengths(self) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} holds sequences of one length: nothing to bucket")
+
+    def ids(self, epoch: int, index: int) -> np.ndarray:
+        """Which sequences (file-order indices) batch `index` of `epoch` holds, in row order."""
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} out of range [0, {self.num_batches})")
         idx = self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
-        return self._gather(np.asarray(idx, dtype=np.int64))
+        return np.asarray(idx, dtype=np.int64)
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        return self._gather(self.ids(epoch, index))
 
     def _gather(self, idx: np.ndarray) -> Batch:
         raise NotImplementedError
@@ -157,8 +191,8 @@ class UtteranceLoader(_Loader):
     """Whole utterances, padded: x = frames 0..T-2, y = frames 1..T-1, mask on real steps."""
 
     def __init__(self, frames, offsets, mean, std, batch_size=32, shuffle=False, seed=0,
-                 drop_last=False, limit=None):
-        super().__init__(batch_size, shuffle, seed, drop_last)
+                 drop_last=False, limit=None, bucket=False):
+        super().__init__(batch_size, shuffle, seed, drop_last, bucket)
         self.frames, self.offsets, self.mean, self.std = frames, np.asarray(offsets), mean, std
         n = len(self.offsets) - 1
         self._n = n if limit is None else min(n, limit)
@@ -170,6 +204,8 @@ class UtteranceLoader(_Loader):
     def lengths(self) -> np.ndarray:
         """Scored steps per utterance (frames - 1)."""
         return np.diff(self.offsets)[:self._n] - 1
+
+    _sequence_lengths = lengths
 
     def _gather(self, idx):
         starts, stops = self.offsets[idx], self.offsets[idx + 1]
@@ -239,16 +275,19 @@ class TokenLoader(_Loader):
     """Padded sentences: x = row[:T], y = row[1:T+1] with T the longest length in the batch."""
 
     def __init__(self, tokens, lengths, batch_size=50, shuffle=True, seed=0, drop_last=False,
-                 limit=None):
+                 limit=None, bucket=False):
         if len(tokens) != len(lengths):
             raise ValueError(f"{len(tokens)} token rows but {len(lengths)} lengths")
-        super().__init__(batch_size, shuffle, seed, drop_last)
+        super().__init__(batch_size, shuffle, seed, drop_last, bucket)
         self.tokens, self.lengths = tokens, np.asarray(lengths, dtype=np.int64)
         self._n = len(tokens) if limit is None else min(len(tokens), limit)
 
     @property
     def num_sequences(self):
         return self._n
+
+    def _sequence_lengths(self):
+        return self.lengths[:self._n]
 
     def _gather(self, idx):
         steps = self.lengths[idx]
@@ -269,11 +308,13 @@ def read_manifest(prepared_dir) -> dict:
 
 def open_split(prepared_dir, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
                drop_last: bool = False, target_mode: str | None = None,
-               limit: int | None = None) -> _Loader:
+               limit: int | None = None, bucket: bool = False) -> _Loader:
     """The trainer's one entry point: a loader over `split` of a prepared dataset.
 
     target_mode overrides the manifest's Blizzard mode (`correct` | `faithful`);
-    limit keeps only the first `limit` sequences (quick runs, smoke tests).
+    limit keeps only the first `limit` sequences (quick runs, smoke tests);
+    bucket sorts utterances / sentences by length into batches (other layouts hold
+    sequences of one length and ignore it).
     """
     m = read_manifest(prepared_dir)
     if split not in m["splits"]:
@@ -289,7 +330,7 @@ def open_split(prepared_dir, split: str, batch_size: int, shuffle: bool = False,
         return FrameStreamLoader(load(s["file"]), m["mean"], m["std"], s["row_frames"], **common)
     if layout == "utterances":
         return UtteranceLoader(load(s["file"]), np.load(os.path.join(prepared_dir, s["offsets"])),
-                               m["mean"], m["std"], **common)
+                               m["mean"], m["std"], bucket=bucket, **common)
     if layout == "row_blocks":
         mode = target_mode or m["protocol"]["target_mode"]
         return RowBlockLoader(load(s["file"]), s["start"], s["stop"], m["mean"], m["std"],
@@ -297,7 +338,8 @@ def open_split(prepared_dir, split: str, batch_size: int, shuffle: bool = False,
     if layout == "pixels":
         return PixelLoader(load(s["file"]), **common)
     if layout == "tokens":
-        return TokenLoader(load(s["file"]), np.load(os.path.join(prepared_dir, s["lengths"])), **common)
+        return TokenLoader(load(s["file"]), np.load(os.path.join(prepared_dir, s["lengths"])),
+                           bucket=bucket, **common)
     raise ValueError(f"unknown layout {layout!r} in {prepared_dir}/{MANIFEST}")
 
 
