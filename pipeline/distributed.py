@@ -162,12 +162,9 @@ class ShardLoader:
         self.num_batches = loader.num_batches
 
     def batch(self, epoch: int, index: int):
-        if not 0 <= index < self.num_batches:
-            raise IndexError(f"batch {index} out of range [0, {self.num_batches})")
-        start = index * self.loader.batch_size + self.rank * self.batch_size
-        idx = self.loader.order(epoch)[start:start + self.batch_size]
-        # _gather is the loaders' one way to read given sequences
-        return self.loader._gather(np.asarray(idx, dtype=np.int64))
+        b = self.batch_size
+        ids = self.loader.ids(epoch, index)[self.rank * b:(self.rank + 1) * b]
+        return self.loader._gather(ids)  # the loaders' one way to read given sequences
 
 
 def from_env(device) -> DataParallel | None:
