@@ -41,10 +41,11 @@ def copy_repo(dst: Path, profile: str | None = None) -> Path:
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    if profile:  # what `dvc exp run -S profile=...` composes, written for plain `dvc repro`
+    if profile:  # switch for good (conf's defaults list), and compose for plain `dvc repro`
         from dvc.utils.hydra import compose_and_dump
-        compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst),
-                         [f"profile={profile}"])
+        conf = dst / "conf" / "config.yaml"
+        conf.write_text(conf.read_text().replace("  - profile: default\n", f"  - profile: {profile}\n"))
+        compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst), [])
     sh("git init -q && git add -A && git commit -qm init", dst)
     return dst
 
