@@ -99,6 +99,12 @@ class TrainConfig:
     log_every: int = 50           # read device accumulators every N updates
     ckpt_every: int = 200         # atomic training checkpoint every N updates
     seed: int = 1234
+    # the training step's speed (pipeline.compile). compile: off | default (torch.compile)
+    # | max (CUDA graphs, CUDA only); compiled CPU code depends on the instruction set, so
+    # runs are byte-reproducible across CPUs only with off. precision: fp32 | tf32 (CUDA
+    # matmuls) | bf16 (autocast forward, CUDA only)
+    compile: str = "off"
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 
     def __post_init__(self):
@@ -127,4 +133,6 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, "cannot be negative"),
             ("log_every", self.log_every > 0, "must be positive"),
             ("ckpt_every", self.ckpt_every > 0, "must be positive"),
+            ("compile", self.compile in ("off", "default", "max"), "off, default or max"),
+            ("precision", self.precision in ("fp32", "tf32", "bf16"), "fp32, tf32 or bf16"),
         ])

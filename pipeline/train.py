@@ -34,6 +34,7 @@ import torch
 
 from . import checkpoint
 from .bounds import draw_noise, evaluate
+from .compile import training_forward
 from .config import TrainConfig
 from .distributed import DataParallel, DistributedError, rank_seed
 from .errors import UserError
@@ -86,6 +87,8 @@ class Stepper:
         self.model, self.opt, self.cfg, self.ddp = model, opt, cfg, ddp
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.bwd = float(getattr(getattr(model, "cfg", None), "bwd", 0.0))
+        # the model, or its compiled / autocast forward (train.compile, train.precision)
+        self.forward = training_forward(model, cfg.compile, cfg.precision, device)
         z = lambda: torch.zeros((), device=device, dtype=torch.float64)  # noqa: E731
         self.good, self.skipped = z(), z()
         self.acc = torch.zeros(len(ACC), device=device, dtype=torch.float64)
@@ -96,7 +99,7 @@ class Stepper:
     def __call__(self, batch, noise):
         cfg = self.cfg
         kl_w, aux_w = schedule_weights(self.good, cfg)
-        terms = self.model(batch, noise)
+        terms = self.forward(batch, noise)
         per_seq = (-terms.log_px + self.bwd * terms.bwd_nll
                    + aux_w.float() * terms.aux + kl_w.float() * terms.kl)
         loss = per_seq.mean()
