@@ -8,3 +8,7 @@ if importlib.util.find_spec("torch") is None or importlib.util.find_spec("dvc") 
     sys.stderr.write(f"error: {sys.executable} has no torch/dvc: activate the project's "
                      "environment first (`. .venv/bin/activate`, created by scripts/reproduce.sh)\n")
     sys.exit(2)
+
+from stages.kernels import pin_cpu_kernels  # noqa: E402
+
+KERNELS = pin_cpu_kernels()

@@ -84,10 +84,12 @@ def main():
     limit = opts.test_limit or None
 
     def bounds(split, iwae_k):
-        loader = open_split(args.data, split, opts.batch_size, limit=limit)
+        # batches of similar lengths (little padding) and noise keyed per sequence, so the
+        # bounds do not depend on how sequences are batched
+        loader = open_split(args.data, split, opts.batch_size, limit=limit, bucket=True)
         return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
                         samples_per_step=per_step, device=device, seed=opts.seed,
-                        name=split)
+                        name=split, noise="sequence")
 
     exact = bool(model.exact)
     from pipeline.errors import UserError
@@ -107,7 +109,8 @@ def main():
                 "options": saved.get("options", {}), "eval": asdict(opts),
                 "aux_weight": saved["train_config"]["aux_weight"], "kla": row.kla,
                 "aux": row.aux or row.beta, "profile": params.get("profile_name"),
-                "precision": "fp32", "threads": torch.get_num_threads()}
+                "precision": saved["train_config"].get("precision", "fp32"),
+                "threads": torch.get_num_threads(), "kernels": _kernels()}
     info = {
         "bench": args.bench, "row": row.name, "seed": args.seed,
         "train_seed": saved["train_config"]["seed"], "paper_name": row.paper_name, "exact": exact,
@@ -182,6 +185,12 @@ def _sentences(model, data, manifest, opts, gen, tmp, kl_per_dim):
             rows.append({"delta_sd": delta, "greedy": greedy, "sample": sample})
         out["perturb"] = {"dim": dim, "kl": kl_per_dim[dim], "original": out["originals"][0], "rows": rows}
     write_json(tmp / "text.json", out)
+
+
+def _kernels() -> dict:
+    import os
+    from stages.kernels import PINS
+    return {k: os.environ.get(k) for k in PINS}
 
 
 def _code_hash() -> str:
