@@ -24,7 +24,8 @@ def setup_torch(threads: int, device: str = "auto"):
     import torch
 
     from stages import devices
-    torch.set_num_threads(max(1, int(threads)))
+    from stages.kernels import pinned_torch_setup
+    pinned_torch_setup(threads)  # thread count, full-precision fp32 matmuls; kernels pinned at import
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StageError(f"device {device!r} asked for, but CUDA is not available; "
                          "set train.device / eval.device to auto or cpu")

@@ -61,8 +61,9 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     "imported_before": [libraries already loaded, whose switches may have come too late]}.
     """
     pins = dict(PINS)
-    if cpu_has_avx2():
-        pins[OPENBLAS_PIN[0]] = OPENBLAS_PIN[1]
+    # OPENBLAS_PIN stays out: some machines set OPENBLAS_CORETYPE themselves to keep an older
+    # OpenBLAS off kernels that crash there, and the trained bytes never go through numpy's
+    # BLAS (torch uses MKL and oneDNN); the prepared data reproduced across CPUs without it
     replaced = {k: environ[k] for k, v in pins.items() if k in environ and environ[k] != v}
     environ.update(pins)
     for k, outer in sorted(replaced.items()):

@@ -28,8 +28,8 @@ SWITCHES = {
     "onednn": ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, "weights"),      # nn.LSTM's kernels
     "mkl": ({"MKL_CBWR": "AUTO"}, "weights"),                    # another GEMM branch
     "numpy": ({"NPY_DISABLE_CPU_FEATURES": "X86_V3"}, "exp"),    # SSE4.2 loops
-    "openblas": ({"OPENBLAS_CORETYPE": "Sandybridge"}, "matmul"),  # AVX kernels
 }
+# OPENBLAS_CORETYPE is neither pinned nor varied here: machines may set it for safety
 # the pinned run also sets oneDNN's older name, which this oneDNN reads only without the new one
 ALL_SWITCHES = {"DNNL_MAX_CPU_ISA": "SSE41",
                 **{k: v for env, _ in SWITCHES.values() for k, v in env.items()}}
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(not cpu_has_avx2(), reason="the pins target AVX2
 
 def child(env_extra: dict, flags=(), models=MODELS) -> dict:
     # the outer environment without any pinned variable, then the switch under test
-    env = {k: v for k, v in os.environ.items() if k not in PINS and k != OPENBLAS_PIN[0]}
+    env = {k: v for k, v in os.environ.items() if k not in PINS}
     env.update(env_extra)
     cmd = [sys.executable, str(CHILD), "--threads", "1", *flags, "--models", *models]
     out = subprocess.run(cmd, env=env, cwd=ROOT,
@@ -65,7 +65,7 @@ def test_pin_overrides_and_reports_the_outer_environment():
     assert got["replaced"] == {"ATEN_CPU_CAPABILITY": "default"}  # equal values are no news
     assert environ["ATEN_CPU_CAPABILITY"] == "avx2" and environ["HOME"] == "/x"
     assert all(environ[k] == v for k, v in got["env"].items())
-    assert got["env"][OPENBLAS_PIN[0]] == OPENBLAS_PIN[1]  # this machine has AVX2
+    assert OPENBLAS_PIN[0] not in got["env"]  # left to the machine
     assert "torch" in got["imported_before"]  # pytest's conftest imported it: too late here
 
 
@@ -92,7 +92,7 @@ def test_pinned_bytes_ignore_the_outer_environment(runs):
         assert clean["hashes"][model] == switched["hashes"][model], model
     assert clean["numpy"] == switched["numpy"]
     assert switched["pinned"]["imported_before"] == []  # pinned before torch and numpy
-    pinned_env = {**PINS, OPENBLAS_PIN[0]: OPENBLAS_PIN[1]}
+    pinned_env = dict(PINS)
     for k in ALL_SWITCHES:  # the running process saw the pinned value, not the outer one
         assert switched["setup"]["env"][k] == pinned_env[k], k
     assert switched["setup"]["cpu_capability"] == "AVX2"
