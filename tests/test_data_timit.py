@@ -120,7 +120,7 @@ def test_data_timit_unexpected_rate_and_layout(tmp_path):
     sf.write(root / lists["test"][0], np.ones(8000, np.int16), 8000, format="NIST")
     with pytest.raises(BadAudio, match="unexpected sample rate 8000"):
         prepare_from_lists(str(root), lists, str(tmp_path / "p"), dataset="timit", bad=BadFiles())
-    with pytest.raises(BadInput, match="data.timit_path"):
+    with pytest.raises(BadInput, match="benchmarks.timit.data.path"):
         prepare_timit(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "p"), BadFiles())
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="wrong layout"):
