@@ -1,0 +1,79 @@
+"""Whole-utterance test evaluation time, padded in file order vs bucketed by length.
+
+    python benchmarks/eval_speed.py --data /tmp/zf/prepared --iwae-k 25 --repeats 3
+
+Runs pipeline.bounds.evaluate over the test split (ELBO plus the IWAE bound) the way the
+evaluate stage does, for each setting in turn, `repeats` times interleaved (the box is
+shared: read the minimum). Settings: file order with batch noise (today's stage),
+bucketed with per-sequence noise, each at the given IWAE chunk sizes. Prints one JSON
+line per run and a summary line with the speed-ups of the minimum times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.bounds import evaluate  # noqa: E402
+from pipeline.config import ModelConfig  # noqa: E402
+from pipeline.datasets.batches import open_split, read_manifest  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+
+SIZES = {"small": dict(rnn_dim=128, emb_dim=64, mlp_dim=64, z_dim=32),
+         "timit": dict(rnn_dim=1024, emb_dim=512, mlp_dim=512, z_dim=256)}
+
+
+def padding(loader) -> float:
+    """Padded steps / real steps over the split."""
+    real = padded = 0
+    for i in range(loader.num_batches):
+        mask = loader.batch(0, i).mask
+        real, padded = real + float(mask.sum()), padded + mask.numel()
+    return padded / real
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="a prepared folder with an utterances test split")
+    ap.add_argument("--model", default="zforcing")
+    ap.add_argument("--size", choices=SIZES, default="small")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--iwae-k", type=int, default=25)
+    ap.add_argument("--chunks", type=int, nargs="+", default=[5, 25])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=0, help="first N test utterances (0 = all)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    manifest = read_manifest(args.data)
+    model = build_model(ModelConfig(name=args.model, x_dim=int(manifest["x_dim"]), **SIZES[args.size]))
+    model.eval()
+    settings = [(bucket, chunk) for bucket in (False, True) for chunk in args.chunks]
+    best = {}
+    for rep in range(args.repeats):
+        for bucket, chunk in settings:
+            loader = open_split(args.data, "test", args.batch_size, bucket=bucket, limit=args.limit or None)
+            t0 = time.perf_counter()
+            res = evaluate(model, loader, iwae_k=args.iwae_k, iwae_chunk=chunk, seed=0,
+                           noise="sequence" if bucket else "batch")
+            dt = time.perf_counter() - t0
+            key = f"{'bucketed' if bucket else 'file_order'}_chunk{chunk}"
+            best[key] = min(best.get(key, dt), dt)
+            print(json.dumps({"setting": key, "repeat": rep, "seconds": round(dt, 2),
+                              "sequences": res["sequences"], "padded_sequences": res["padded_sequences"],
+                              "padding": round(padding(loader), 3), "iwae_per_seq": round(res["iwae_per_seq"], 2),
+                              "model": args.model, "size": args.size, "iwae_k": args.iwae_k,
+                              "threads": args.threads}), flush=True)
+    base = best[f"file_order_chunk{args.chunks[0]}"]
+    print(json.dumps({"summary": {k: round(v, 2) for k, v in best.items()},
+                      "speedup_vs_file_order": {k: round(base / v, 2) for k, v in best.items()}}))
+
+
+if __name__ == "__main__":
+    main()
