@@ -100,7 +100,10 @@ def kill_at(ctx, ckpt, marker: str, sig) -> int:
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, forkserver, marker, sig):
     ckpt = tmp_path / "train.pt"
     code = kill_at(forkserver, ckpt, marker, sig)
-    assert code == {signal.SIGINT: 130}.get(sig, -sig)
+    # Ctrl-C normally ends the child with 130; on a loaded machine it can land inside the
+    # exception handling of multiprocessing's target, which exits 1 instead. Either way the
+    # resume below must give the uninterrupted result.
+    assert code in {signal.SIGINT: (130, 1)}.get(sig, (-sig,))
     where, update = marker.split()
     update = int(update)
     # what the signal left: the last complete checkpoint, and half a write only after SIGKILL
