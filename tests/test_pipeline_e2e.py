@@ -62,6 +62,7 @@ def params(repo) -> dict:
 def repo(tmp_path_factory):
     dst = copy_repo(tmp_path_factory.mktemp("repo"), profile="tiny")
     sh("dvc repro", dst)
+    sh("git add -A && git commit -qm repro", dst)  # experiments start from a commit
     return dst
 
 
@@ -118,7 +119,6 @@ def test_second_repro_is_a_noop_and_status_clean(repo):
 
 
 def test_aux_weight_experiment_reruns_only_aux_cells(repo):
-    sh("git add -A && git commit -qm repro", repo)
     # which stages read aux_weight, over every table (a dry run lists the stages whose own
     # inputs changed; their evaluations follow from the new models) ...
     p = params(repo)
