@@ -1,12 +1,15 @@
 """Whole-utterance test evaluation time, padded in file order vs bucketed by length.
 
     python benchmarks/eval_speed.py --data /tmp/zf/prepared --iwae-k 25 --repeats 3
+    python benchmarks/eval_speed.py --data /tmp/zf/prepared --keep-freed-memory
 
 Runs pipeline.bounds.evaluate over the test split (ELBO plus the IWAE bound) the way the
 evaluate stage does, for each setting in turn, `repeats` times interleaved (the box is
 shared: read the minimum). Settings: file order with batch noise (today's stage),
-bucketed with per-sequence noise, each at the given IWAE chunk sizes. Prints one JSON
-line per run and a summary line with the speed-ups of the minimum times.
+bucketed with per-sequence noise, each at the given IWAE chunk sizes.
+--keep-freed-memory applies pipeline.cpu_memory.keep_freed_memory() to the whole process
+(it cannot be undone): compare two runs. Prints one JSON line per run and a summary line
+with the speed-ups of the minimum times.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bounds import evaluate  # noqa: E402
 from pipeline.config import ModelConfig  # noqa: E402
+from pipeline.cpu_memory import keep_freed_memory  # noqa: E402
 from pipeline.datasets.batches import open_split, read_manifest  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 
@@ -48,7 +52,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="first N test utterances (0 = all)")
+    ap.add_argument("--keep-freed-memory", action="store_true")
     args = ap.parse_args()
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     manifest = read_manifest(args.data)
@@ -69,9 +75,9 @@ def main():
                               "sequences": res["sequences"], "padded_sequences": res["padded_sequences"],
                               "padding": round(padding(loader), 3), "iwae_per_seq": round(res["iwae_per_seq"], 2),
                               "model": args.model, "size": args.size, "iwae_k": args.iwae_k,
-                              "threads": args.threads}), flush=True)
+                              "threads": args.threads, "keep_freed_memory": kept}), flush=True)
     base = best[f"file_order_chunk{args.chunks[0]}"]
-    print(json.dumps({"summary": {k: round(v, 2) for k, v in best.items()},
+    print(json.dumps({"keep_freed_memory": kept, "summary": {k: round(v, 2) for k, v in best.items()},
                       "speedup_vs_file_order": {k: round(base / v, 2) for k, v in best.items()}}))
 
 

@@ -81,10 +81,10 @@ i=0
 for entry in "${SECTIONS[@]}"; do
     IFS='|' read -r name limit cmd <<< "$entry"
     left=$(( BUDGET - ($(date +%s) - START) ))
-    limit=$("$PY" -c "print(max(1, int($limit * $SCALE)))")
+    limit=$(awk -v l="$limit" -v s="$SCALE" 'BEGIN { v = int(l * s); print (v < 1 ? 1 : v) }')
     [ "$limit" -gt "$left" ] && limit=$left
     i=$((i + 1))
-    if [ "$limit" -lt 5 ]; then
+    if [ "$left" -lt 5 ]; then
         echo "skipped: no time left in GPU_CHECK_BUDGET=$BUDGET" > "$WORK/$i.out"
         echo "$name|$cmd|-1|0" > "$WORK/$i.meta"
         continue

@@ -9,6 +9,8 @@ ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
 Noise comes from one generator in batch order (noise="batch"), or from one generator per
 sequence (noise="sequence", pipeline.eval_noise), which makes every sequence's bounds
 independent of the batching: bucketed evaluation then gives the same per-sequence bounds.
+With per-sequence noise the single-sample figures (ELBO, KL, ...) are those of the IWAE's
+first sample, which saves the separate pass.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 from .datasets.batches import Batch
 from .errors import UserError
 from .eval_noise import SequenceNoise
+from .models.base import Terms
 
 
 class NonFiniteEvaluation(UserError):
@@ -49,14 +52,23 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
         raise ValueError(f"IWAE needs k >= 1 samples, got {k}")
     if getattr(model, "exact", False):
         return model(batch).log_px
+    return _iwae_and_first(model, batch, k, chunk, generator, noise)[0]
+
+
+def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise):
+    """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, each
+    chunk the batch repeated c times (rows s * B + b)."""
     B = batch.size
-    weights = []
+    weights, first = [], None
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         rep = repeat_batch(batch, c)
         eps = draw_noise(model, rep, generator) if noise is None else noise.draw(model, batch, c)
-        weights.append(model(rep, eps).log_weight.view(c, B))
-    return torch.logsumexp(torch.cat(weights), dim=0) - math.log(k)
+        terms = model(rep, eps)
+        weights.append(terms.log_weight.view(c, B))
+        if first is None:  # rows 0..B-1: sample 0 of every sequence
+            first = Terms(**{k: v if v is None else v[:B] for k, v in terms.as_dict().items()})
+    return torch.logsumexp(torch.cat(weights), dim=0) - math.log(k), first
 
 
 @torch.no_grad()
@@ -82,7 +94,11 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
     for i, batch in enumerate(loader):
         batch = batch.to(device)
         draws = SequenceNoise.for_batch(seed, loader.ids(0, i), batch) if noise == "sequence" else None
-        terms = model(batch, draw_noise(model, batch, gen) if draws is None else draws.draw(model, batch))
+        iwae = None
+        if draws is not None and iwae_k and not getattr(model, "exact", False):
+            iwae, terms = _iwae_and_first(model, batch, iwae_k, iwae_chunk, gen, draws)
+        else:
+            terms = model(batch, draw_noise(model, batch, gen) if draws is None else draws.draw(model, batch))
         for k in keys:
             tot[k] += float(getattr(terms, k).sum())
         tot["steps"] += float(terms.steps.sum())
@@ -90,7 +106,9 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
             s = terms.kl_dims.sum(0)
             kl_dims = s if kl_dims is None else kl_dims + s
         if iwae_k:
-            tot["iwae"] += float(iwae_bound(model, batch, iwae_k, iwae_chunk, gen, draws).sum())
+            if iwae is None:
+                iwae = iwae_bound(model, batch, iwae_k, iwae_chunk, gen, draws)
+            tot["iwae"] += float(iwae.sum())
         n_seq += batch.size
         n_batches += 1
         max_b = max(max_b, batch.size)

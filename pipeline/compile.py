@@ -59,12 +59,11 @@ def set_precision(precision: str, device) -> None:
         torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _terms_function(model, bf16: bool):
+def _terms_function(model):
     """The model's forward on plain tensors, returning the Terms fields as a tuple (what
-    Dynamo traces best); under bf16 autocast when asked."""
+    Dynamo traces best)."""
     def terms(x, y, mask, noise):
-        with torch.autocast(mask.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(Batch(x, y, mask), noise)
+        out = model(Batch(x, y, mask), noise)
         return tuple(getattr(out, name) for name in TERMS)
     return terms
 
@@ -80,8 +79,8 @@ def training_forward(model, compile_mode: str = "off", precision: str = "fp32", 
     set_precision(precision, device)
     if compile_mode == "off" and precision != "bf16":
         return model
-    fn = _terms_function(model, bf16=precision == "bf16")
-    graphs = compile_mode == "max"
+    fn = _terms_function(model)
+    graphs, bf16 = compile_mode == "max", precision == "bf16"
     if compile_mode != "off":
         fn = torch.compile(fn, fullgraph=True, dynamic=False,
                            mode="reduce-overhead" if graphs else None)
@@ -89,7 +88,10 @@ def training_forward(model, compile_mode: str = "off", precision: str = "fp32", 
     def forward(batch: Batch, noise):
         if graphs:  # a new iteration: the last step's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with torch._dynamo.config.patch(allow_rnn=True):  # trace nn.LSTM instead of refusing
+        # autocast around the compiled call, not inside it: Dynamo then guards on it instead
+        # of recording it, and AOTAutograd's cache accepts the graph
+        with (torch.autocast(batch.mask.device.type, dtype=torch.bfloat16, enabled=bf16),
+              torch._dynamo.config.patch(allow_rnn=True)):  # trace nn.LSTM instead of refusing
             out = fn(batch.x, batch.y, batch.mask, noise)
         # fp32 terms whatever autocast made of them (a no-op in fp32)
         return Terms(*(t.float() if t is not None and t.is_floating_point() else t for t in out))

@@ -46,7 +46,7 @@ def test_bucketing_sorts_by_length_and_keeps_every_sequence():
     plain, bucketed = utterances(), utterances(bucket=True)
     lengths = plain.lengths()
     order = bucketed.order(0)
-    assert list(lengths[order]) == sorted(lengths, reverse=True)
+    assert list(lengths[order]) == sorted(lengths)
     assert sorted(order) == list(range(len(lengths)))
     assert bucketed.num_batches == plain.num_batches == 3
     # each sequence's rows are the same whichever batch holds it
@@ -97,10 +97,16 @@ def test_evaluate_gives_the_same_figures_bucketed(name):
 
 def test_sequence_noise_makes_iwae_independent_of_chunking():
     m, loader = model(), utterances()
-    ref = evaluate(m, loader, iwae_k=6, iwae_chunk=6, seed=1, noise="sequence")["iwae_per_seq"]
+    full = evaluate(m, loader, iwae_k=6, iwae_chunk=6, seed=1, noise="sequence")
     for chunk in (1, 4):
         got = evaluate(m, loader, iwae_k=6, iwae_chunk=chunk, seed=1, noise="sequence")
-        assert got["iwae_per_seq"] == pytest.approx(ref, rel=1e-6)
+        assert got["iwae_per_seq"] == pytest.approx(full["iwae_per_seq"], rel=1e-6)
+    # the single-sample figures are those of draw 0, the IWAE's first sample, whatever K
+    for k in (0, 2):
+        got = evaluate(m, loader, iwae_k=k, iwae_chunk=4, seed=1, noise="sequence")
+        for key in ("elbo_per_seq", "kl_per_seq", "aux_per_seq"):
+            assert got[key] == pytest.approx(full[key], rel=1e-6), (k, key)
+    assert full["iwae_per_seq"] > full["elbo_per_seq"]
     # batch noise (the default) depends on the chunking: the same figure, other draws
     a = evaluate(m, loader, iwae_k=6, iwae_chunk=6, seed=1)["iwae_per_seq"]
     assert evaluate(m, loader, iwae_k=6, iwae_chunk=1, seed=1)["iwae_per_seq"] != a
@@ -112,8 +118,9 @@ def test_token_loader_buckets_and_equal_length_loaders_refuse():
     for i, n in enumerate(lengths):
         tokens[i, :n + 1] = np.arange(1, n + 2)
     loader = TokenLoader(tokens, lengths, batch_size=2, shuffle=False, bucket=True)
-    assert [list(loader.ids(0, i)) for i in range(3)] == [[1, 3], [4, 0], [2]]
-    assert loader.batch(0, 1).mask.shape == (2, 5)
+    # shortest first, ties in index order; the short last batch holds the longest
+    assert [list(loader.ids(0, i)) for i in range(3)] == [[2, 0], [4, 1], [3]]
+    assert loader.batch(0, 1).mask.shape == (2, 7)
     same = ArrayLoader(torch.zeros(4, 3, 2), torch.zeros(4, 3, 2))
     same.bucket = True
     with pytest.raises(ValueError, match="nothing to bucket"):

@@ -4,10 +4,10 @@ A `Batch` is batch-first: x and y are (B, T, D) float frames for audio, or (B, T
 for discrete data (pixels, tokens); mask is (B, T) float, 1 where the step is scored.
 A loader is addressed by (epoch, index) so training can resume at an exact position:
 the order of an epoch is a pure function of (seed, epoch). Loaders of sequences of
-varied length (utterances, sentences) can bucket: sort sequences by length, longest
-first, before cutting batches, so a batch pads to little more than its own longest
-sequence (whole-utterance evaluation). A batch's size and every sequence's content are
-unchanged; only which sequences share a batch is.
+varied length (utterances, sentences) can bucket: sort sequences by length before
+cutting batches, so a batch pads to little more than its own longest sequence
+(whole-utterance evaluation). Batch sizes and every sequence's content are unchanged;
+only which sequences share a batch is.
 
 Prepared directory layout (written by the protocol modules, read here):
 
@@ -73,11 +73,11 @@ def epoch_order(n: int, epoch: int, seed: int, shuffle: bool) -> np.ndarray:
 
 def bucket_order(lengths: np.ndarray, batch_size: int, epoch: int, seed: int,
                  shuffle: bool) -> np.ndarray:
-    """Sequences sorted by length, longest first (ties in index order): the first batch is
-    the largest, so a batch size too large for memory fails at once. With shuffle the
-    full batches (not the sequences) come in a seeded order per epoch; a short last batch
-    stays last, so every batch keeps its sequences."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    """Sequences sorted by length, shortest first (ties in index order), so a short last
+    batch holds the longest sequences: the least padded area for the fixed batch count.
+    With shuffle the full batches (not the sequences) come in a seeded order per epoch;
+    the short last batch stays last, so every batch keeps its sequences."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
     full = len(order) // batch_size
     if not shuffle or full < 2:
         return order
