@@ -120,6 +120,26 @@ def test_compiled_run_resumes_exactly(tmp_path):
               eager, ckpt_path=tmp_path / "b.pt")
 
 
+@pytest.mark.parametrize("name,extra", [("zforcing", {"cond_ln": True, "bwd": 0.5}), ("vrnn_gmm", {}),
+                                        ("rnn_ar", {}), ("zforcing_lm", {})])
+def test_models_trace_as_one_graph(name, extra):
+    """fullgraph=True holds for every family (Dynamo alone: no code generated)."""
+    from pipeline.compile import _terms_function
+    tokens = name.endswith("_lm")
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny(name), data="tokens" if tokens else "audio",
+                                            x_dim=11 if tokens else 4, gmm_components=2, **extra))
+    x, y = ((torch.randint(0, 11, (3, STEPS)), torch.randint(0, 11, (3, STEPS))) if tokens
+            else (torch.randn(3, STEPS, 4), torch.randn(3, STEPS, 4)))
+    batch = Batch(x, y, torch.ones(3, STEPS))
+    shape = model.noise_shape(batch)
+    noise = None if shape is None else torch.randn(shape)
+    fn = torch.compile(_terms_function(model), backend="eager", fullgraph=True, dynamic=False)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        out = fn(x, y, batch.mask, noise)  # raises on a graph break
+    assert torch.allclose(out[0], model(batch, noise).log_px)
+
+
 def test_settings_are_checked_and_name_the_parameter():
     with pytest.raises(ConfigError, match="compile='fast'"):
         TrainConfig(compile="fast")
