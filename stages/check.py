@@ -16,6 +16,18 @@ PROTOCOL_KIND = {"timit": ("audio", 200), "blizzard": ("audio", 200), "mnist": (
                  "imdb": ("tokens", 100)}
 
 
+def model(params: dict, bench: str, row, kind: str, x_dim: int) -> None:
+    """Build the row's model on the meta device (no memory, no initialisation), so a bad
+    model value stops here rather than in a training stage."""
+    from pipeline.models.budget import param_count, resolve_budget
+    from pipeline.models.distributions import OUTPUTS
+    cfg = resolve_budget(P.model_settings(params, bench, row, {"kind": kind, "x_dim": x_dim}))
+    if cfg.output not in OUTPUTS:
+        raise P.ParamError(f"model.output={cfg.output!r} ({bench}/{row.name}): expected one of "
+                           f"{', '.join(sorted(OUTPUTS))}")
+    param_count(cfg)
+
+
 def check(params: dict) -> list[str]:
     """Build every setting a stage will build (raises ParamError on the first bad one);
     returns the cells, for the log."""
@@ -35,7 +47,7 @@ def check(params: dict) -> list[str]:
         kind, x_dim = PROTOCOL_KIND.get(bench, ("audio", 200))
         for name, row in rows.items():
             P.train_settings(params, bench, row, 0)
-            P.model_settings(params, bench, row, {"kind": kind, "x_dim": x_dim})
+            model(params, bench, row, kind, x_dim)
             cells += [f"{bench}/{name}/s{s}" for s in P.seeds(params)]
     return cells
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -49,26 +48,10 @@ def write_json(path, obj) -> None:
 
 @contextmanager
 def output_dir(out):
-    """Build an output folder beside `out` (hidden name, so nothing else picks it up) and
-    swap it in whole when the block succeeds. A kill at any point leaves either the old
-    folder, or the new one, plus at most a hidden leftover that the next run removes."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*"):  # leftovers of killed runs
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new.", dir=out.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """pipeline.datasets.storage.atomic_dir, as a Path: the folder appears whole or not at all."""
+    from pipeline.datasets.storage import atomic_dir
+    with atomic_dir(out) as tmp:
+        yield Path(tmp)
 
 
 def run(main) -> None:

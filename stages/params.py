@@ -302,14 +302,15 @@ def eval_settings(params: dict, bench: str) -> EvalOptions:
 
 
 def model_settings(params: dict, bench: str, row, manifest: dict):
+    """The row's ModelConfig as params give it; the caller applies the parameter budget
+    (pipeline.models.budget), so that the data stages, which read this module, do not
+    import the models."""
     from pipeline.config import ModelConfig
-    from pipeline.models.budget import resolve_budget
     m = section(params, bench, "model")
     kind = manifest["kind"]
     if kind != "audio":  # pixels are Bernoulli, tokens categorical: the data decides
         m["output"] = {"binary": "bernoulli", "tokens": "categorical"}[kind]
-    cfg = typed(ModelConfig, m, "model", name=row.model, data=kind, x_dim=int(manifest["x_dim"]))
-    return resolve_budget(cfg)
+    return typed(ModelConfig, m, "model", name=row.model, data=kind, x_dim=int(manifest["x_dim"]))
 
 
 def report_settings(params: dict) -> ReportOptions:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -66,7 +65,8 @@ def main():
     from pipeline.datasets import open_split, read_manifest
     manifest = read_manifest(args.data)
     tcfg, opts = P.train_settings(params, args.bench, row, args.seed)
-    mcfg = P.model_settings(params, args.bench, row, manifest)
+    from pipeline.models.budget import resolve_budget
+    mcfg = resolve_budget(P.model_settings(params, args.bench, row, manifest))
     from pipeline import distributed
     if opts.nproc > 1 and not distributed.under_torchrun():
         _relaunch(opts)

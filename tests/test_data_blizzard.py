@@ -78,7 +78,7 @@ def test_data_blizzard_faithful_and_correct_differ_as_specified(bliz):
 
 
 def test_data_blizzard_bad_input(tmp_path):
-    with pytest.raises(BadInput, match="data.blizzard_path"):
+    with pytest.raises(BadInput, match=r"benchmarks\.blizzard\.data\.path"):
         prepare_blizzard(str(tmp_path / "nope"), str(tmp_path / "p"), BadFiles())
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="empty folder"):

@@ -36,7 +36,7 @@ def test_data_mnist_amat_rejects_bad_lines(tmp_path):
     p.write_text(" ".join(["0"] * 783 + ["2"]) + "\n")
     with pytest.raises(BadInput, match="x.amat"):
         parse_amat(p)
-    with pytest.raises(BadInput, match="data.name: binarized_mnist"):
+    with pytest.raises(BadInput, match="benchmarks.mnist.source: binarized_mnist"):
         prepare_binarized(str(tmp_path / "none"), str(tmp_path / "p"))
 
 

@@ -74,6 +74,8 @@ def test_data_config_rejects_unknown_benchmarks_sources_and_keys(tmp_path):
     (("eval", "iwae_k", -2), "eval.iwae_k"),
     (("train", "select", "bset"), "train.select"),
     (("train", "device", "gpu"), "train.device"),
+    (("model", "output", "foo"), "model.output"),         # found when the model is built
+    (("model", "gmm_components", 0), "gmm_components"),
 ])
 def test_params_are_type_checked_in_one_line(tmp_path, edit, key):
     from stages.check import check

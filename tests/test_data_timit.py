@@ -134,3 +134,63 @@ def test_data_timit_published_lists_verified(tmp_path):
         verify_lists(str(tmp_path))
     fake = {s: ("u", hashlib.sha256(b"TRAIN/DR1/FAAA0/SA1.WAV\n").hexdigest(), 1) for s in PUBLISHED_LISTS}
     assert len(verify_lists(str(tmp_path), fake)) == 3
+
+
+def _riff_cut_in_half(path):
+    sf.write(path, (np.random.default_rng(1).standard_normal(6000) * 2000).astype(np.int16), 16000,
+             subtype="PCM_16", format="WAV")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _sphere_cut_in_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+BAD_FILES = {  # one per class of bad audio: how to spoil a file -> what the line must say
+    "stereo": (lambda p: sf.write(p, np.ones((6000, 2), np.int16) * 100, 16000, format="NIST"),
+               "2 channels"),
+    "truncated RIFF": (_riff_cut_in_half, "truncated"),
+    "truncated SPHERE": (_sphere_cut_in_half, "truncated"),
+    "zero bytes": (lambda p: p.write_bytes(b""), "unreadable"),
+    "not audio": (lambda p: p.write_text("hello, I am a text file\n"), "unreadable"),
+    "shorter than a frame": (lambda p: sf.write(p, np.ones(150, np.int16), 16000, format="NIST"),
+                             "too short"),
+    "silent": (lambda p: sf.write(p, np.zeros(6000, np.int16), 16000, format="NIST"), "silent"),
+    "NaN": (lambda p: sf.write(p, np.r_[np.ones(3000), np.nan, np.ones(3000)].astype(np.float32) * 0.1,
+                               16000, subtype="FLOAT", format="WAV"), "not finite"),
+    "wrong rate": (lambda p: sf.write(p, np.ones(6000, np.int16), 8000, format="NIST"),
+                   "unexpected sample rate"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_data_timit_each_bad_file_is_named_in_one_line(tmp_path, kind):
+    spoil, says = BAD_FILES[kind]
+    lists = make_tree(tmp_path / "raw")
+    root = tmp_path / "raw/timit"
+    bad = root / lists["train"][0]
+    spoil(bad)
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "kept").write_text("computed before")  # a previous result must survive the error
+    with pytest.raises(BadAudio) as e:
+        prepare_from_lists(str(root), lists, str(out), dataset="timit", bad=BadFiles("error"))
+    line = str(e.value)
+    assert str(bad) in line and says in line and "data.on_bad_file" in line and "\n" not in line
+    assert (out / "kept").read_text() == "computed before"
+    with pytest.warns(UserWarning, match=says):
+        m = prepare_from_lists(str(root), lists, str(out), dataset="timit", bad=BadFiles("skip"))
+    assert m["skipped_count"] == 1 and says in m["skipped"][0]["reason"]
+
+
+def test_atomic_dir_removes_what_killed_runs_left(tmp_path):
+    from pipeline.datasets.storage import atomic_dir
+    (tmp_path / ".prepared.new.abc123").mkdir()        # a run killed while building
+    (tmp_path / ".prepared.old.999").mkdir()           # ... or while swapping
+    (tmp_path / ".prepared_other.new.x").mkdir()       # another output's: not ours
+    with atomic_dir(tmp_path / "prepared") as tmp:
+        (tmp_path / "prepared").exists() or open(os.path.join(tmp, "a"), "w").close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared_other.new.x", "prepared"]
+    assert oct((tmp_path / "prepared").stat().st_mode & 0o777) == oct(0o755)

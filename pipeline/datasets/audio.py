@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass, field
 
@@ -53,15 +54,61 @@ def _check(path, pcm: np.ndarray, min_samples: int) -> np.ndarray:
     return pcm
 
 
+def declared_frames(path) -> int | None:
+    """Frames a RIFF/WAVE or NIST SPHERE header promises (None for other formats).
+
+    libsndfile quietly reads what is left of a file cut short, so a truncated copy would pass
+    as a shorter utterance; comparing with the header catches it.
+    """
+    with open(path, "rb") as f:
+        head = f.read(1024)
+        size = os.fstat(f.fileno()).st_size
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            pos, channels, width = 12, 1, 2
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"fmt ":
+                    _, channels, _, _, _, bits = struct.unpack("<HHIIHH", f.read(16))
+                    width = max(1, bits // 8)
+                elif cid == b"data":
+                    return n // (channels * width)
+                pos += 8 + n + (n & 1)
+            return None
+        if head.startswith(b"NIST_1A"):
+            fields = dict(line.split(b" ", 2)[::2] for line in head.split(b"\n")[2:]
+                          if line.count(b" ") >= 2)
+            if b"sample_count" in fields:
+                return int(fields[b"sample_count"])
+    return None
+
+
+def _check_header(path, info, channels: int | None) -> None:
+    if channels is not None and info.channels != channels:
+        raise BadAudio(f"{path}: {info.channels} channels (the protocol takes mono audio; "
+                       f"convert the file)")
+    promised = declared_frames(path)
+    if promised is not None and info.frames < promised:
+        raise BadAudio(f"{path}: truncated (its header promises {promised} frames, "
+                       f"the file holds {info.frames})")
+
+
 def load_pcm(path, sr: int = SAMPLE_RATE, native_sr: int | None = None,
-             min_samples: int = 2 * FRAME) -> np.ndarray:
-    """Whole file -> mono int16 at `sr`. native_sr: the rate the corpus promises (else error)."""
+             min_samples: int = 2 * FRAME, channels: int | None = 1) -> np.ndarray:
+    """Whole file -> mono int16 at `sr`. native_sr: the rate the corpus promises (else error);
+    channels: the channel count it promises (None: any, mixed down to mono)."""
     import librosa
     import soundfile as sf
     path = str(path)
     try:
+        try:
+            info = sf.info(path)
+        except Exception:
+            info = None  # not a soundfile format: librosa falls back to audioread
+        if info is not None:
+            _check_header(path, info, channels)
         if native_sr is not None:
-            got = sf.info(path).samplerate
+            got = info.samplerate if info is not None else sf.info(path).samplerate
             if got != native_sr:
                 raise BadAudio(f"{path}: unexpected sample rate {got} Hz (expected {native_sr} Hz)")
         with warnings.catch_warnings():
@@ -75,7 +122,8 @@ def load_pcm(path, sr: int = SAMPLE_RATE, native_sr: int | None = None,
 
 
 def iter_pcm(path, sr: int = SAMPLE_RATE, block_s: int = 600):
-    """Yield mono int16 blocks at `sr`; files longer than LONG_FILE_S are streamed.
+    """Yield mono int16 blocks at `sr` (any channel count, mixed down: audiobook chapters
+    are often stereo); files longer than LONG_FILE_S are streamed.
 
     Streaming uses soundfile blocks + soxr's streaming resampler (librosa's own resampling
     engine), so a many-hour chapter never sits in RAM and block edges leave no artefacts.
@@ -87,10 +135,11 @@ def iter_pcm(path, sr: int = SAMPLE_RATE, block_s: int = 600):
     except Exception:
         info = None  # not a soundfile format: librosa falls back to audioread
     if info is None or info.duration <= LONG_FILE_S:
-        yield load_pcm(path, sr, min_samples=1)
+        yield load_pcm(path, sr, min_samples=1, channels=None)
         return
     import soxr
     try:
+        _check_header(path, info, None)
         rs = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
         total = 0
         with sf.SoundFile(path) as f:
@@ -106,6 +155,15 @@ def iter_pcm(path, sr: int = SAMPLE_RATE, block_s: int = 600):
         raise
     except Exception as e:
         raise BadAudio(f"{path}: unreadable audio ({type(e).__name__}: {e})") from None
+
+
+def channel_count(path) -> int | None:
+    """Channels of a file soundfile can read (None otherwise)."""
+    import soundfile as sf
+    try:
+        return sf.info(str(path)).channels
+    except Exception:
+        return None
 
 
 def frame(pcm: np.ndarray, frame_size: int = FRAME) -> np.ndarray:

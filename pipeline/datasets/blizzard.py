@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .audio import FRAME, SAMPLE_RATE, BadAudio, BadFiles, BadInput, iter_pcm, list_audio
+from .audio import FRAME, SAMPLE_RATE, BadAudio, BadFiles, BadInput, channel_count, iter_pcm, list_audio
 from .storage import Int16Stream, atomic_dir, moments, sha256_file, write_json
 
 ROW_SAMPLES = 8000      # 0.5 s = 40 frames of 200 samples
@@ -19,7 +19,7 @@ STREAMS = 128
 PUBLISHED = (2_040_064, 2_152_704, 2_266_880)   # official row boundaries train|valid|test end
 OBTAIN = ("Blizzard 2013 (Lessac Technologies audiobooks) needs a licence: apply at "
           "https://www.cstr.ed.ac.uk/projects/blizzard/2013/lessac_blizzard2013/ and set "
-          "data.blizzard_path to the folder holding the mp3 chapters")
+          "benchmarks.blizzard.data.path to the folder holding the mp3 chapters")
 
 
 def split_rows(n_rows: int, streams: int) -> dict:
@@ -60,7 +60,7 @@ def to_streams(raw: np.ndarray, out_path, streams: int) -> int:
 
 def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
                      target_mode: str = "correct", dataset: str = "blizzard",
-                     param: str = "data.blizzard_path", obtain: str = OBTAIN,
+                     param: str = "benchmarks.blizzard.data.path", obtain: str = OBTAIN,
                      extra: dict | None = None, hash_sources: bool = True) -> dict:
     """Prepare every audio file under `path` (sorted by relative path) with the VRNN layout."""
     if target_mode not in ("correct", "faithful"):
@@ -70,7 +70,7 @@ def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
     files = list_audio(path)
     if not files:
         raise BadInput(f"{path}: empty folder, no audio files (.mp3/.wav/.flac) found; set {param}")
-    sources, used = {}, 0
+    sources, used, downmixed = {}, 0, 0
     with atomic_dir(out) as tmp:
         stream = Int16Stream(tmp, "all")
         for f in files:
@@ -83,6 +83,7 @@ def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
                 bad.handle(f, str(e).split(": ", 1)[-1])
                 continue
             used += 1
+            downmixed += (channel_count(f) or 1) > 1
             rel = os.path.relpath(f, path)
             sources[rel] = sha256_file(f) if hash_sources else os.path.getsize(f)
         raw = stream.close()
@@ -114,6 +115,7 @@ def prepare_blizzard(path, out, bad: BadFiles, *, streams: int = STREAMS,
                                        "faithful: input row r, target row r+1 (another stream)",
                          "statistics": "global scalar mean/std over the training rows"},
             "audio_seconds_decoded": total_s, "files": len(files), "files_used": used,
+            "files_downmixed_to_mono": downmixed,
             "sources": {"sha256" if hash_sources else "bytes": sources},
             "skipped": list(bad.skipped), "skipped_count": len(bad.skipped),
         }

@@ -67,7 +67,7 @@ def prepare(name: str, raw_dir, out, bad: BadFiles, *, seed: int = 0, target_mod
     src = SOURCES[name]
     root = os.path.join(raw_dir, name, src.folder)
     if not os.path.isdir(root):
-        raise BadInput(f"{root} missing: run the download stage with data.name: {name} "
+        raise BadInput(f"{root} missing: run the download stage with source: {name} "
                        f"({src.url}, {src.size})")
     extra = {"licence": src.licence, "size": src.size, "url": src.url}
     if src.protocol == "blizzard":

@@ -93,7 +93,7 @@ def prepare_binarized(raw_dir, out) -> dict:
     for s in SPLITS:
         path = os.path.join(raw_dir, amat_name(s))
         if not os.path.exists(path):
-            raise BadInput(f"{path} missing: run the download stage with data.name: binarized_mnist")
+            raise BadInput(f"{path} missing: run the download stage with benchmarks.mnist.source: binarized_mnist")
         arrays[s] = parse_amat(path)
         sources[amat_name(s)] = sha256_file(path)
     notes = [f"{s}: {len(arrays[s])} images, expected {EXPECTED[s]}" for s in SPLITS

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -37,23 +38,27 @@ def save_npy(path, array) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(out):
-    """Build a directory beside `out` and swap it in only when the block succeeds."""
+    """Build a folder beside `out` (hidden name, so nothing else picks it up) and swap it in
+    whole when the block succeeds. A kill at any point leaves either the old folder or the
+    new one, plus at most a hidden leftover that the next call removes."""
     out = os.path.abspath(out)
-    parent = os.path.dirname(out)
+    parent, name = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.*")):
+        shutil.rmtree(stale, ignore_errors=True)  # leftovers of killed runs
+    tmp = tempfile.mkdtemp(prefix=f".{name}.new.", dir=parent)
     try:
         yield tmp
-        old = None
+        os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would follow the folder into DVC's cache
         if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.replace(out, os.path.join(old, "x"))
-        os.replace(tmp, out)
-        if old:
+            old = os.path.join(parent, f".{name}.old.{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Int16Stream:

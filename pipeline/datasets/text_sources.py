@@ -73,7 +73,7 @@ def fortune_dir() -> Path:
     try:
         import fortune
     except ImportError:
-        raise BadInput(f"data.name: embedded text needs {FORTUNE_PACKAGE}=={FORTUNE_VERSION}: "
+        raise BadInput(f"benchmarks.imdb.source: embedded needs {FORTUNE_PACKAGE}=={FORTUNE_VERSION}: "
                        f"pip install -r requirements.txt") from None
     return Path(fortune.__file__).resolve().parent / "datfiles"
 
