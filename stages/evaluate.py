@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import math
+import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -110,7 +111,10 @@ def main():
                 "aux_weight": saved["train_config"]["aux_weight"], "kla": row.kla,
                 "aux": row.aux or row.beta, "profile": params.get("profile_name"),
                 "precision": saved["train_config"].get("precision", "fp32"),
-                "threads": torch.get_num_threads(), "kernels": _kernels()}
+                "threads": torch.get_num_threads(), "kernels": _kernels(),
+                # where the numbers were computed: decides which reproducibility guarantee holds
+                "hardware": {"train_device": saved.get("device", "cpu"), "eval_device": device.type,
+                             "machine": platform.machine(), "torch": torch.__version__}}
     info = {
         "bench": args.bench, "row": row.name, "seed": args.seed,
         "train_seed": saved["train_config"]["seed"], "paper_name": row.paper_name, "exact": exact,

@@ -140,6 +140,7 @@ def main():
             "cell": cell, "model_config": asdict(model.cfg), "train_config": asdict(tcfg),
             "options": asdict(opts), "row": asdict(row), "params": count_parameters(model),
             "updates": out["position"]["updates"], "skipped": out["skipped"], "world_size": world,
+            "device": device.type,  # what `auto` became: cpu runs are byte-stable, cuda runs are not
             "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha})
         timing = ("frames_per_s", "ms_per_update")
         write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}

@@ -118,6 +118,22 @@ def test_second_repro_is_a_noop_and_status_clean(repo):
     assert "up to date" in sh("dvc status", repo).stdout
 
 
+def test_verify_compares_bytes_then_numbers(repo):
+    """scripts/verify.py: identical after a no-op; a moved number is listed, and fails
+    beyond its tolerance."""
+    assert "byte for byte" in sh("python scripts/verify.py", repo).stdout
+    path = repo / "eval/timit/zforcing/s0/metrics.json"
+    original = path.read_text()
+    for factor, fails in ((1.001, False), (1.05, True)):
+        m = json.loads(original)
+        m["bound"] *= factor
+        path.write_text(json.dumps(m))
+        res = sh("python scripts/verify.py", repo, check=False)
+        assert res.returncode == int(fails), res.stdout + res.stderr
+        assert "eval/timit/zforcing/s0/metrics.json" in res.stdout and "bound" in res.stdout
+    path.write_text(original)
+
+
 def test_aux_weight_experiment_reruns_only_aux_cells(repo):
     # which stages read aux_weight, over every table (a dry run lists the stages whose own
     # inputs changed; their evaluations follow from the new models) ...

@@ -50,7 +50,8 @@ def cell(root, bench, row, seed, metrics, data, quirk=False, seconds=12.5):
         if quirk else None, "valid": None,
         "settings": {"model": {"name": row.split("_")[0], "rnn_dim": 16}, "train": {"lr": 0.002},
                      "aux": "aux" in row or "beta" in row, "kla": False, "aux_weight": 0.005,
-                     "profile": "test", "precision": "fp32", "threads": 1},
+                     "profile": "test", "precision": "fp32", "threads": 1,
+                     "hardware": {"train_device": "cpu", "eval_device": "cpu", "machine": "x86_64"}},
         "data": data, "train": {"updates": 40, "skipped": 0, "seconds": seconds,
                                 "best_valid": None},
         "provenance": {"prepared_manifest_sha256": H, "model_sha256": "cd" * 32,
@@ -246,3 +247,16 @@ def test_bad_report_setting_is_one_line(tmp_path, report):
                                  "report": report}))
     with pytest.raises(UserError, match=f"report.{next(iter(report))}"):
         stage.read_params(str(p))
+
+
+def test_each_page_states_which_reproducibility_guarantee_applies(project):
+    import pandas as pd
+
+    from pipeline.report.pages import guarantee_line
+    for bench in ("timit", "mnist", "imdb"):
+        assert "byte for byte" in page(project, f"{bench}.html")
+    assert "quirks do not apply" in page(project, "mnist.html")
+    info = {"settings": {"train": {"compile": "off"},
+                         "hardware": {"train_device": "cuda", "eval_device": "cpu", "machine": "x86_64"}}}
+    line = guarantee_line(pd.DataFrame({"info": [info]}))
+    assert "not byte-stable" in line and "cuda" in line and "scripts/verify.py" in line

@@ -41,6 +41,24 @@ def data_line(sub: pd.DataFrame, profile: str, seeds: list) -> str:
             + f" (params.yaml seeds: {esc(seeds)}); {len(sub)} runs.</p>")
 
 
+def guarantee_line(sub: pd.DataFrame) -> str:
+    """Which reproducibility guarantee covers these numbers (README: What reproduces)."""
+    hw = [i["settings"].get("hardware") or {} for i in sub["info"]]
+    devices = {h.get(k, "unknown") for h in hw for k in ("train_device", "eval_device")}
+    machines = {h.get("machine", "unknown") for h in hw}
+    compiled = {i["settings"]["train"].get("compile", "off") for i in sub["info"]} - {"off"}
+    if devices == {"cpu"} and machines == {"x86_64"} and not compiled:
+        return ("<p>Reproducibility: trained and evaluated on an x86-64 CPU with pinned kernels and "
+                "compile off, so a rerun of this commit on any x86-64 CPU with AVX2 and the pinned "
+                "wheels gives these numbers byte for byte (<code>python scripts/verify.py</code> "
+                "checks).</p>")
+    where = ", ".join(sorted(devices | machines)) + (f"; compile {', '.join(sorted(compiled))}"
+                                                      if compiled else "")
+    return (f"<p>Reproducibility: computed on {esc(where)}, where results are not byte-stable; a "
+            "rerun should match within the tolerances of <code>python scripts/verify.py</code>, and "
+            "a difference inside the seed spread is noise.</p>")
+
+
 def verdict_html(sub: pd.DataFrame, s: dict, full: bool) -> str:
     pairs = tables.claim_pairs(sub, s)
     v, behind = verdict(pairs)
@@ -77,7 +95,7 @@ class Bench:
         return (f"<h1>{esc(self.s['title'])}: {esc(notes)}</h1><p>{esc(self.paper['source'])}. "
                 f"Table: {esc(self.s['metric'])} ({esc(self.s['units'])}; {better} is better). "
                 '<a href="index.html">All tables</a>.</p>'
-                + data_line(self.cells, self.profile, self.seeds) + "<p>"
+                + data_line(self.cells, self.profile, self.seeds) + guarantee_line(self.cells) + "<p>"
                 + ("This is the paper's own corpus and protocol: our numbers are comparable with "
                    "the paper's, and the difference is shown." if tables.comparable(self.cells) else
                    "This data is <b>not</b> the paper's benchmark: the paper's values are shown for "
