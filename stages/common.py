@@ -3,6 +3,7 @@ outputs. Stages run from the repository root as `python -m stages.<name>`; nothi
 pipeline/ reads params.yaml (stages/params.py translates it)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -15,6 +16,18 @@ from pipeline.errors import UserError
 
 class StageError(UserError):
     """A user-facing problem found by a stage itself."""
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_hash(stage_file) -> str:
+    """SHA-256 of the library's code, the stage script and the params reader: the "code"
+    in a cell's provenance and its checkpoint key."""
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "pipeline").rglob("*.py")) + [Path(stage_file).resolve(), ROOT / "stages/params.py"]:
+        h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
 
 
 def setup_torch(threads: int, device: str = "auto"):

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stages import params as P
-from stages.common import StageError, output_dir, run, setup_torch, write_json
+from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
 
 
 def sha256(path) -> str:
@@ -126,7 +126,7 @@ def main():
                   "best_valid": saved["best_valid_elbo_per_seq"]},
         "provenance": {"prepared_manifest_sha256": sha256(Path(args.data) / "manifest.json"),
                        "model_sha256": sha256(model_file),
-                       "params_sha256": P.digest(settings), "code_sha256": _code_hash()},
+                       "params_sha256": P.digest(settings), "code_sha256": code_hash(__file__)},
     }
 
     with output_dir(args.out) as tmp:
@@ -195,11 +195,6 @@ def _kernels() -> dict:
     import os
     from stages.kernels import PINS
     return {k: os.environ.get(k) for k in PINS}
-
-
-def _code_hash() -> str:
-    from stages.train import code_hash
-    return code_hash()
 
 
 if __name__ == "__main__":

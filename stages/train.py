@@ -32,16 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stages import params as P
-from stages.common import StageError, output_dir, run, setup_torch, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def code_hash() -> str:
-    h = hashlib.sha256()
-    for p in sorted((ROOT / "pipeline").rglob("*.py")) + [Path(__file__), ROOT / "stages/params.py"]:
-        h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
+from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
 
 
 def main():
@@ -93,7 +84,7 @@ def main():
     cell = f"{args.bench}/{row.name}/s{args.seed}"
     manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
     key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
-                    "opts": asdict(opts), "code": code_hash(), "data": manifest_sha})[:16]
+                    "opts": asdict(opts), "code": code_hash(__file__), "data": manifest_sha})[:16]
     ckpt = Path(args.ckpt_root) / key / "train.pt"
     live = _live(args.live or f"live/{cell}", resume=ckpt.exists()) if main_rank else None
     bar = _progress(tcfg.max_updates, cell, disable=not main_rank)
