@@ -118,6 +118,32 @@ def test_second_repro_is_a_noop_and_status_clean(repo):
     assert "up to date" in sh("dvc status", repo).stdout
 
 
+def test_killed_repro_leaves_no_partial_output_and_recovers_without_retraining(repo):
+    """SIGKILL `dvc repro` (and its stage) mid-training, then empty dvc.lock as a kill during
+    its write would: the README's recovery, `git checkout dvc.lock && dvc repro`, restores
+    every output from the run-cache, byte for byte, without running a stage."""
+    import signal
+    import time
+    out = repo / "models/timit/rnn_gauss/s0"
+    model, lock = (out / "model.npz").read_bytes(), (repo / "dvc.lock").read_text()
+    proc = subprocess.Popen("dvc repro -f -s train_timit@rnn_gauss-0", cwd=repo, env=_env(), shell=True,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while subprocess.run(["pgrep", "-f", "stages.train timit rnn_gauss"], capture_output=True).returncode:
+        assert time.monotonic() < deadline and proc.poll() is None, "the train stage never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # DVC removed the output before running the stage; our stage swaps in whole folders only
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["history.json", "model.json", "model.npz"]
+    (repo / "dvc.lock").write_text("")
+    res = sh("git checkout dvc.lock && dvc repro", repo)
+    assert ran(res.stdout) == set(), res.stdout
+    assert (out / "model.npz").read_bytes() == model and (repo / "dvc.lock").read_text() == lock
+    assert "up to date" in sh("dvc status", repo).stdout
+
+
 def test_verify_compares_bytes_then_numbers(repo):
     """scripts/verify.py: identical after a no-op; a moved number is listed, and fails
     beyond its tolerance."""
