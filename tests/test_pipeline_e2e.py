@@ -150,14 +150,16 @@ def test_verify_compares_bytes_then_numbers(repo):
     assert "byte for byte" in sh("python scripts/verify.py", repo).stdout
     path = repo / "eval/timit/zforcing/s0/metrics.json"
     original = path.read_text()
-    for factor, fails in ((1.001, False), (1.05, True)):
-        m = json.loads(original)
-        m["bound"] *= factor
-        path.write_text(json.dumps(m))
-        res = sh("python scripts/verify.py", repo, check=False)
-        assert res.returncode == int(fails), res.stdout + res.stderr
-        assert "eval/timit/zforcing/s0/metrics.json" in res.stdout and "bound" in res.stdout
-    path.write_text(original)
+    try:
+        for factor, fails in ((1.001, False), (1.05, True)):
+            m = json.loads(original)
+            m["bound"] *= factor
+            path.write_text(json.dumps(m))
+            res = sh("python scripts/verify.py", repo, check=False)
+            assert res.returncode == int(fails), res.stdout + res.stderr
+            assert "eval/timit/zforcing/s0/metrics.json" in res.stdout and "bound" in res.stdout
+    finally:
+        path.write_text(original)
 
 
 def test_aux_weight_experiment_reruns_only_aux_cells(repo):

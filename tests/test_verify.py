@@ -9,7 +9,7 @@ spec.loader.exec_module(verify)
 
 def test_compare_applies_each_metrics_tolerance():
     f = "eval/timit/zforcing/s0/metrics.json"
-    committed = verify.flatten({f: {"bound": -1000.0, "kl": 5.0, "active_units": 10, "note": "x"}})
+    committed = verify.numbers({f: '{"bound": -1000.0, "kl": 5.0, "active_units": 10, "note": "x"}'})
     assert set(committed) == {(f, "bound"), (f, "kl"), (f, "active_units")}  # numbers only
     within = {(f, "bound"): -1019.0, (f, "kl"): 6.4, (f, "active_units"): 12}
     assert verify.compare(committed, within)["ok"].all()
