@@ -4,6 +4,8 @@ first checks the interpreter, then pins the CPU kernels before torch is imported
 import importlib.util
 import sys
 
+sys.dont_write_bytecode = True  # nothing writes under pipeline/ at run time (no __pycache__)
+
 if importlib.util.find_spec("torch") is None or importlib.util.find_spec("dvc") is None:
     sys.stderr.write(f"error: {sys.executable} has no torch/dvc: activate the project's "
                      "environment first (`. .venv/bin/activate`, created by scripts/reproduce.sh)\n")
