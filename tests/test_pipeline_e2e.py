@@ -179,7 +179,7 @@ def test_aux_weight_experiment_reruns_only_aux_cells(repo):
     info = json.loads((repo / "eval/timit/zforcing_aux/s0/info.json").read_text())
     assert info["settings"]["aux_weight"] == 0.02
     assert params(repo)["aux_weight"] == 0.02 and params(repo)["profile_name"] == "tiny"
-    sh("git checkout -q params.yaml dvc.lock && dvc checkout -q", repo)
+    sh("git checkout -q params.yaml dvc.lock eval && dvc checkout -q", repo)  # metrics.json: in git
 
 
 def test_adding_a_seed_runs_only_the_new_cells(repo):
@@ -198,7 +198,7 @@ def test_profile_and_key_compose(repo):
     sh("dvc exp run -S profile=tiny -S model.rnn_dim=24 check", repo)
     p = params(repo)
     assert p["model"]["rnn_dim"] == 24 and p["profile_name"] == "tiny"
-    sh("git checkout -q params.yaml dvc.lock && dvc checkout -q", repo)
+    sh("git checkout -q params.yaml dvc.lock eval && dvc checkout -q", repo)  # metrics.json: in git
 
 
 def test_bad_parameters_are_one_line_and_delete_nothing(repo):
@@ -213,7 +213,7 @@ def test_bad_parameters_are_one_line_and_delete_nothing(repo):
     res = sh("dvc exp run -S +train.lrr=0.1", repo, check=False)
     assert res.returncode and "error: train.lrr: unknown key" in res.stdout + res.stderr
     assert model.read_bytes() == before
-    sh("git checkout -q params.yaml dvc.lock && dvc checkout -q", repo)
+    sh("git checkout -q params.yaml dvc.lock eval && dvc checkout -q", repo)  # metrics.json: in git
     for edit, word in (("lr: 0.001", "lr: fast"), ("z_force: true", "z_force: 'false'"),
                        ("source: embedded", "source: timitt"), ("batch_size: 8", "batch_size: -8")):
         bad = repo / "bad.yaml"
