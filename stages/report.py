@@ -7,8 +7,10 @@ Writes reports/<bench>.html for every bench under eval/ (notebooks/bench.ipynb) 
 reports/index.html (notebooks/index.ipynb), rendered with papermill and nbconvert into a
 folder beside --out that then replaces it whole.
 
-params.yaml keys read: profile_name, seeds, benchmarks.<bench>.source (the index says when
-the evaluated data no longer matches it), and the report: section (stages/params.py):
+params.yaml keys read: profile_name, seeds, benchmarks.<bench>.rows / aux_rows / beta_rows
+(the cells shown: only those, so metrics of other profiles' cells in eval/ stay off the
+pages), benchmarks.<bench>.source (the index says when the evaluated data no longer matches
+it), and the report: section (stages/params.py):
     audio_examples    real clips, and generated clips per row (2)
     audio_seconds     each clip cut to at most this long (3.0)
     dpi               PNG resolution (80)
@@ -41,8 +43,9 @@ def read_params(path: str) -> dict:
     for key in (k for k, ok in ranges.items() if not ok):
         raise UserError(f"{path}: report.{key}={r[key]!r} is out of range (audio_examples >= 0, "
                         "audio_seconds > 0, dpi 20-300, n_mels 8-256, active_threshold >= 0)")
+    benches = params.get("benchmarks") or {}
     return {"report": r, "profile": str(params["profile_name"]),
-            "seeds": P.seeds(params),
+            "seeds": P.seeds(params), "rows": {b: list(P.table_rows(params, b)) for b in benches},
             "sources": {b: v.get("source") for b, v in (params["benchmarks"] or {}).items()
                         if isinstance(v, dict)}}
 
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
     from pipeline.report import html, tables  # after argument parsing: slow imports
 
     p = read_params(args.params)
-    benches = tables.benches(tables.load_cells(args.eval_dir))
+    benches = tables.benches(tables.load_cells(args.eval_dir, p["rows"], p["seeds"]))
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".report-", dir=os.path.dirname(out))
@@ -66,10 +69,12 @@ def main(argv=None) -> int:
         jobs = [(f"{b}.html", "bench.ipynb", {"bench": b, "eval_dir": args.eval_dir,
                                                "models_dir": args.models, "data_dir": args.data,
                                                "report": p["report"], "profile": p["profile"],
-                                               "seeds": p["seeds"]}) for b in benches]
+                                               "seeds": p["seeds"], "rows": p["rows"][b]})
+                for b in benches]
         jobs.append(("index.html", "index.ipynb", {
             "eval_dir": args.eval_dir, "pages": [[b, f"{b}.html"] for b in benches],
-            "profile": p["profile"], "seeds": p["seeds"], "sources": p["sources"]}))
+            "profile": p["profile"], "seeds": p["seeds"], "sources": p["sources"],
+            "rows": p["rows"]}))
         def render(job):
             name, notebook, params = job
             t0 = time.perf_counter()

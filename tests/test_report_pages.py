@@ -22,7 +22,7 @@ SPEECH = {  # row -> per-seed bound (nats / utterance); rnn_gmm, vrnn_gauss one 
     "zforcing": [400.0, 420.0], "zforcing_aux": [410.0, 430.0]}
 MNIST = {"lstm": [85.0, 85.5], "zforcing": [82.0, 83.0], "zforcing_aux": [80.0, 81.0]}
 IMDB = {"lstm": (60.0, 0.0), "zforcing": (58.0, 0.5), "zforcing_aux": (59.0, 6.0),
-        "zforcing_beta0.5": (70.0, 9.0)}   # row -> (ppl, kl)
+        "zforcing_beta_hi": (70.0, 9.0)}   # row -> (ppl, kl)
 
 
 def dump(path, obj):
@@ -117,11 +117,21 @@ def make_project(root):
         "reconstructions": [{"original": "i liked it", "recon": "i loved it"}],
         "perturb": {"dim": 3, "kl": 1.25, "rows": [{"delta_sd": -2.0, "greedy": "bad film",
                                                     "sample": "poor film"}]}})
+    # cells params.yaml does not ask for (another profile's, or committed and stale) stay off
+    # the pages, even incomplete: an unlisted row, and a seed beyond `seeds`
+    dump(os.path.join(root, "eval", "timit", "srnn", "s0", "metrics.json"), {"bound": 1e6})
+    cell(root, "timit", "rnn_gauss", 2, {"bound": 1e6, "elbo": 1e6, "kl": 0.0, "per_step": 1.0,
+                                         "active_units": None}, speech)
     with open(os.path.join(root, "params.yaml"), "w") as f:
+        speech_rows = [r for r in SPEECH if "aux" not in r]
         yaml.safe_dump({"profile_name": "test", "aux_weight": 0.005, "seeds": [0, 1],
-                        "benchmarks": {"timit": {"source": "embedded"},
-                                       "mnist": {"source": "binarized_mnist"},
-                                       "imdb": {"source": "textfile"}},
+                        "benchmarks": {"timit": {"source": "embedded", "rows": speech_rows,
+                                                 "aux_rows": ["zforcing_aux"]},
+                                       "mnist": {"source": "binarized_mnist", "rows": ["lstm", "zforcing"],
+                                                 "aux_rows": ["zforcing_aux"]},
+                                       "imdb": {"source": "textfile", "rows": ["lstm", "zforcing"],
+                                                "aux_rows": ["zforcing_aux"],
+                                                "beta_rows": ["zforcing_beta_hi"]}},
                         "model": {}, "train": {}, "eval": {},
                         "report": {"audio_examples": 1, "audio_seconds": 0.5, "dpi": 40}}, f)
     return root
@@ -182,6 +192,7 @@ def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
                      r"<td>≥ IWAE-5</td>\s*<td>420.00 \[410.00 – 430.00\]</td>\s*<td>≥ 69,530</td>",
                      text)
     assert "ours − paper" not in text and "<b>not</b> the paper's benchmark" in text
+    assert "1,000,000" not in text and "(seed 2)" not in text  # cells params.yaml did not ask for
     assert "padded mean (quirk)" in text and "415.80 [405.90 – 425.70]" in text
     assert "published, not trained here" in text
     # training runs: a missing time is a dash, never None
@@ -222,8 +233,8 @@ def test_mnist_page_difference_and_verdict(project):
 
 def test_imdb_page_claim_and_text_tables(project):
     text = page(project, "imdb.html")
-    # zforcing_aux: KL up, perplexity 59 <= 1.05 * 58; beta0.5: KL up but perplexity 70 > 60.9
-    assert "Here: <b>does not hold</b> — zforcing perplexity × 1.05 vs zforcing_beta0.5" in text
+    # zforcing_aux: KL up, perplexity 59 <= 1.05 * 58; beta_hi: KL up but perplexity 70 > 60.9
+    assert "Here: <b>does not hold</b> — zforcing perplexity × 1.05 vs zforcing_beta_hi" in text
     assert "the film was &lt;fine&gt;" in text and "i loved it" in text and "poor film" in text
     assert "KL / word" in text and "perplexity (ELBO)" in text
 

@@ -79,13 +79,13 @@ def confidence_html(paper: dict) -> str:
 
 class Bench:
     def __init__(self, bench: str, eval_dir: str, models_dir: str, data_dir: str, report: dict,
-                 profile: str, seeds: list):
+                 profile: str, seeds: list, rows: list):
         self.bench, self.models_dir, self.cfg = bench, models_dir, report
         self.prepared = os.path.join(data_dir, bench, "prepared")
         self.profile, self.seeds = profile, seeds
         self.paper = tables.load_paper()
         self.s = tables.spec(self.paper, bench)
-        self.cells = tables.bench_cells(tables.load_cells(eval_dir), bench, self.s)
+        self.cells = tables.bench_cells(tables.load_cells(eval_dir, {bench: rows}, seeds), bench, self.s)
         self.style = figures.styles(list(dict.fromkeys(self.cells["row"])))
         self.first = self.cells.groupby("row", sort=False).head(1)   # each row's lowest seed
 
@@ -220,9 +220,10 @@ class Bench:
             for title, df in parts if len(df))
 
 
-def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict) -> str:
+def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
+               rows: dict) -> str:
     """Every table at a glance: data, budget, verdict, ours beside the paper's, links."""
-    paper, cells = tables.load_paper(), tables.load_cells(eval_dir)
+    paper, cells = tables.load_paper(), tables.load_cells(eval_dir, rows, seeds)
     out = ["<h1>Z-Forcing reproduction: every table at a glance</h1>",
            f"<p>{esc(paper['source'])}.</p>", confidence_html(paper)]
     for bench, filename in pages:

@@ -7,7 +7,6 @@ paper_numbers.yaml beside this file.
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -40,16 +39,24 @@ def spec(paper: dict, bench: str) -> dict:
                                           "claim": {"says": "nothing checked"}}
 
 
-def load_cells(eval_dir: str) -> pd.DataFrame:
+def load_cells(eval_dir: str, rows: dict, seeds: list) -> pd.DataFrame:
+    """The cells params.yaml asks for ({bench: [row, ...]} x seeds) that have been evaluated.
+
+    Only those: a clone holds the committed metrics.json of every cell of the default run
+    (they are in git), and a profile with other rows or seeds must not show them.
+    """
     recs = []
-    for path in sorted(glob.glob(os.path.join(eval_dir, "*", "*", "s*", "metrics.json"))):
-        d = os.path.dirname(path)
-        if not os.path.isfile(os.path.join(d, "info.json")):
-            raise UserError(f"{d} has metrics.json but no info.json: rerun the evaluate stage")
-        info = read_json(os.path.join(d, "info.json"))
-        recs.append({"bench": os.path.basename(os.path.dirname(os.path.dirname(d))),
-                     "row": os.path.basename(os.path.dirname(d)), "seed": int(info["seed"]),
-                     "dir": d, "m": read_json(path), "info": info})
+    for bench, names in rows.items():
+        for row in names:
+            for seed in seeds:
+                d = os.path.join(eval_dir, bench, row, f"s{seed}")
+                if not os.path.isfile(os.path.join(d, "metrics.json")):
+                    continue
+                if not os.path.isfile(os.path.join(d, "info.json")):
+                    raise UserError(f"{d} has metrics.json but no info.json: rerun the evaluate stage")
+                info = read_json(os.path.join(d, "info.json"))
+                recs.append({"bench": bench, "row": row, "seed": int(info["seed"]), "dir": d,
+                             "m": read_json(os.path.join(d, "metrics.json")), "info": info})
     return pd.DataFrame.from_records(recs, columns=["bench", "row", "seed", "dir", "m", "info"])
 
 
