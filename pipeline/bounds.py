@@ -45,26 +45,28 @@ def draw_noise(model, batch: Batch, generator: torch.Generator | None = None):
 @torch.no_grad()
 def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
                generator: torch.Generator | None = None,
-               noise: SequenceNoise | None = None) -> torch.Tensor:
+               noise: SequenceNoise | None = None, forward=None) -> torch.Tensor:
     """Per-sequence importance-weighted bound with k samples, shape (B,). The samples are
-    drawn from `noise` when given (per sequence), else from `generator`."""
+    drawn from `noise` when given (per sequence), else from `generator`. forward: what
+    computes the terms in place of the model (pipeline.compile.eval_forward)."""
     if k < 1:
         raise ValueError(f"IWAE needs k >= 1 samples, got {k}")
     if getattr(model, "exact", False):
-        return model(batch).log_px
-    return _iwae_and_first(model, batch, k, chunk, generator, noise)[0]
+        return (forward or model)(batch, None).log_px
+    return _iwae_and_first(model, batch, k, chunk, generator, noise, forward)[0]
 
 
-def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise):
+def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise, forward=None):
     """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, each
     chunk the batch repeated c times (rows s * B + b)."""
+    forward = forward or model
     B = batch.size
     weights, first = [], None
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         rep = repeat_batch(batch, c)
         eps = draw_noise(model, rep, generator) if noise is None else noise.draw(model, batch, c)
-        terms = model(rep, eps)
+        terms = forward(rep, eps)
         weights.append(terms.log_weight.view(c, B))
         if first is None:  # rows 0..B-1: sample 0 of every sequence
             first = Terms(**{k: v if v is None else v[:B] for k, v in terms.as_dict().items()})
@@ -73,7 +75,8 @@ def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise):
 
 @torch.no_grad()
 def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
-             device="cpu", seed: int = 0, name: str | None = None, noise: str = "batch") -> dict:
+             device="cpu", seed: int = 0, name: str | None = None, noise: str = "batch",
+             forward=None) -> dict:
     """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
 
     samples_per_step: audio samples in one step (200 for speech frames), for per-sample
@@ -82,11 +85,13 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
     (a NaN must neither pass validation unnoticed nor reach the metrics).
     noise: "batch" (one generator in batch order) or "sequence" (one per sequence, for
     loaders with ids(): results independent of batching and IWAE chunking).
+    forward: what computes the terms in place of the model (pipeline.compile.eval_forward).
     """
     if noise not in ("batch", "sequence"):
         raise ValueError(f"noise must be 'batch' or 'sequence', got {noise!r}")
     was_training = model.training
     model.eval()
+    forward = forward or model
     gen = torch.Generator(device=device).manual_seed(seed)
     keys = ("elbo", "log_px", "kl", "aux", "log_weight")
     tot = {k: 0.0 for k in keys + ("iwae", "steps")}
@@ -96,9 +101,9 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
         draws = SequenceNoise.for_batch(seed, loader.ids(0, i), batch) if noise == "sequence" else None
         iwae = None
         if draws is not None and iwae_k and not getattr(model, "exact", False):
-            iwae, terms = _iwae_and_first(model, batch, iwae_k, iwae_chunk, gen, draws)
+            iwae, terms = _iwae_and_first(model, batch, iwae_k, iwae_chunk, gen, draws, forward)
         else:
-            terms = model(batch, draw_noise(model, batch, gen) if draws is None else draws.draw(model, batch))
+            terms = forward(batch, draw_noise(model, batch, gen) if draws is None else draws.draw(model, batch))
         for k in keys:
             tot[k] += float(getattr(terms, k).sum())
         tot["steps"] += float(terms.steps.sum())
@@ -107,7 +112,7 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
             kl_dims = s if kl_dims is None else kl_dims + s
         if iwae_k:
             if iwae is None:
-                iwae = iwae_bound(model, batch, iwae_k, iwae_chunk, gen, draws)
+                iwae = iwae_bound(model, batch, iwae_k, iwae_chunk, gen, draws, forward)
             tot["iwae"] += float(iwae.sum())
         n_seq += batch.size
         n_batches += 1

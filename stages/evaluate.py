@@ -80,6 +80,8 @@ def main():
     model = build_model(ModelConfig(**saved["model_config"]))
     model.load_state_dict(checkpoint.load_npz(model_file))
     model.to(device).eval()
+    from pipeline.compile import eval_forward
+    forward = eval_forward(model, opts.compile, opts.precision, device)  # the model when off/fp32
     manifest = read_manifest(args.data)
     per_step = int(manifest.get("frame_size") or 1) if manifest["kind"] == "audio" else 1
     limit = opts.test_limit or None
@@ -90,7 +92,7 @@ def main():
         loader = open_split(args.data, split, opts.batch_size, limit=limit, bucket=True)
         return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
                         samples_per_step=per_step, device=device, seed=opts.seed,
-                        name=split, noise="sequence")
+                        name=split, noise="sequence", forward=forward)
 
     exact = bool(model.exact)
     from pipeline.errors import UserError

@@ -48,6 +48,8 @@ class EvalOptions:
     seed: int = 0
     device: str = "auto"
     threads: int = 1
+    compile: str = "off"       # off | default | max, as train.compile (pipeline/compile.py)
+    precision: str = "fp32"    # fp32 | tf32 | bf16, as train.precision
 
 
 @dataclass
@@ -297,6 +299,10 @@ def eval_settings(params: dict, bench: str) -> EvalOptions:
             raise ParamError(f"eval.{k}={getattr(e, k)}: must be at least 1")
     if e.sample_seconds <= 0:
         raise ParamError(f"eval.sample_seconds={e.sample_seconds}: must be positive")
+    if e.compile not in ("off", "default", "max"):
+        raise ParamError(f"eval.compile={e.compile!r}: use off, default or max")
+    if e.precision not in ("fp32", "tf32", "bf16"):
+        raise ParamError(f"eval.precision={e.precision!r}: use fp32, tf32 or bf16")
     check_device(e.device, "eval.device")
     return e
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from pipeline.compile import CompileSettingError, training_forward
+from pipeline.compile import CompileSettingError, eval_forward, training_forward
 from pipeline.config import ConfigError, ModelConfig, TrainConfig
 from pipeline.datasets.batches import Batch
 from pipeline.models import build_model
@@ -155,6 +155,34 @@ def test_settings_are_checked_and_name_the_parameter():
             assert "\n" not in str(err.value)
     with pytest.raises(CompileSettingError, match="train.compile='fast'"):
         training_forward(model, compile_mode="fast")
+    # the evaluate stage's switches are checked with the other params, before any stage runs
+    from stages import params as P
+    for key, bad in (("compile", "fast"), ("precision", "fp16")):
+        with pytest.raises(P.ParamError, match=f"eval.{key}='{bad}'"):
+            P.eval_settings({"benchmarks": {"timit": {}}, "eval": {key: bad}}, "timit")
+
+
+def test_compiled_evaluation_matches_eager_with_one_compile():
+    """eval.compile=default: the same bounds as the eager model (ELBO, KL, IWAE) and one
+    compile for batches of 8 and 4 sequences and IWAE chunks of 16 and 8 rows (the batch
+    size is symbolic; the length, which the time loop unrolls, is not)."""
+    from torch._dynamo.utils import counters
+
+    from pipeline.bounds import evaluate
+    torch.manual_seed(0)
+    model = build_model(tiny("zforcing")).eval()
+    loader = sine_loader(n=20, steps=STEPS, batch_size=8, shuffle=False)   # batches 8, 8, 4
+    kw = dict(iwae_k=4, iwae_chunk=2, seed=5)
+    eager = evaluate(model, loader, **kw)
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    compiled = evaluate(model, loader, forward=eval_forward(model, "default"), **kw)
+    assert counters["stats"]["unique_graphs"] - before == 1
+    for k in ("elbo_per_seq", "kl_per_seq", "aux_per_seq", "iwae_per_seq"):
+        assert compiled[k] == pytest.approx(eager[k], rel=1e-5, abs=1e-5), k
+    if not CUDA:
+        with pytest.raises(CompileSettingError, match="eval.precision=bf16"):
+            eval_forward(model, precision="bf16", device="cpu")
 
 
 @needs_cuda

@@ -271,3 +271,8 @@ def test_each_page_states_which_reproducibility_guarantee_applies(project):
                          "hardware": {"train_device": "cuda", "eval_device": "cpu", "machine": "x86_64"}}}
     line = guarantee_line(pd.DataFrame({"info": [info]}))
     assert "not byte-stable" in line and "cuda" in line and "scripts/verify.py" in line
+    # a compiled evaluation alone also voids the byte guarantee
+    info = {"settings": {"train": {"compile": "off"}, "eval": {"compile": "default"},
+                         "hardware": {"train_device": "cpu", "eval_device": "cpu", "machine": "x86_64"}}}
+    line = guarantee_line(pd.DataFrame({"info": [info]}))
+    assert "not byte-stable" in line and "compile default" in line

@@ -46,7 +46,8 @@ def guarantee_line(sub: pd.DataFrame) -> str:
     hw = [i["settings"].get("hardware") or {} for i in sub["info"]]
     devices = {h.get(k, "unknown") for h in hw for k in ("train_device", "eval_device")}
     machines = {h.get("machine", "unknown") for h in hw}
-    compiled = {i["settings"]["train"].get("compile", "off") for i in sub["info"]} - {"off"}
+    compiled = {(i["settings"].get(part) or {}).get("compile", "off") for i in sub["info"]
+                for part in ("train", "eval")} - {"off"}
     if devices == {"cpu"} and machines == {"x86_64"} and not compiled:
         return ("<p>Reproducibility: trained and evaluated on an x86-64 CPU with pinned kernels and "
                 "compile off, so a rerun of this commit on any x86-64 CPU with AVX2 and the pinned "
