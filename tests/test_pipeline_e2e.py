@@ -99,6 +99,12 @@ def test_repro_writes_metrics_for_every_cell(repo):
             assert m["bound"] > m["elbo"] - 1e-3 * abs(m["elbo"])
         aux = info["settings"]["aux_weight"]
         assert (aux > 0) == (row.endswith("_aux") or "beta" in row), (row, aux)
+    # no output names where this clone or its environment lives: their hashes are in
+    # dvc.lock, which must be the same in every clone
+    for path in [*repo.glob("data/*/prepared/*.json"), *repo.glob("models/*/*/s*/*.json"),
+                 *repo.glob("eval/*/*/s*/*.json")]:
+        text = path.read_text()
+        assert str(repo) not in text and sys.prefix not in text, path
     seeds = {json.loads((repo / f"models/timit/zforcing/s{s}/model.json").read_text())
              ["train_config"]["seed"] for s in params(repo)["seeds"]}
     assert len(seeds) == len(params(repo)["seeds"])  # each seed index trains its own cell

