@@ -105,7 +105,7 @@ def test_repro_writes_metrics_for_every_cell(repo):
                  *repo.glob("eval/*/*/s*/*.json")]:
         text = path.read_text()
         assert str(repo) not in text and sys.prefix not in text, path
-    seeds = {json.loads((repo / f"models/timit/zforcing/s{s}/model.json").read_text())
+    seeds = {json.loads((repo / f"models/timit/zforcing_aux/s{s}/model.json").read_text())
              ["train_config"]["seed"] for s in params(repo)["seeds"]}
     assert len(seeds) == len(params(repo)["seeds"])  # each seed index trains its own cell
 
@@ -169,7 +169,7 @@ def test_verify_compares_bytes_then_numbers(repo):
     """scripts/verify.py: identical after a no-op; a moved number is listed, and fails
     beyond its tolerance."""
     assert "byte for byte" in sh("python scripts/verify.py", repo).stdout
-    path = repo / "eval/timit/zforcing/s0/metrics.json"
+    path = repo / "eval/timit/zforcing_aux/s0/metrics.json"
     original = path.read_text()
     try:
         for factor, fails in ((1.001, False), (1.05, True)):
@@ -178,7 +178,7 @@ def test_verify_compares_bytes_then_numbers(repo):
             path.write_text(json.dumps(m))
             res = sh("python scripts/verify.py", repo, check=False)
             assert res.returncode == int(fails), res.stdout + res.stderr
-            assert "eval/timit/zforcing/s0/metrics.json" in res.stdout and "bound" in res.stdout
+            assert "eval/timit/zforcing_aux/s0/metrics.json" in res.stdout and "bound" in res.stdout
     finally:
         path.write_text(original)
 
@@ -223,7 +223,7 @@ def test_profile_and_key_compose(repo):
 
 
 def test_bad_parameters_are_one_line_and_delete_nothing(repo):
-    model = repo / "models/timit/zforcing/s0/model.npz"
+    model = repo / "models/timit/zforcing_aux/s0/model.npz"
     before = model.read_bytes()
     res = sh("dvc exp run -S train.lrr=0.1", repo, check=False)
     assert res.returncode and "lrr" in (res.stdout + res.stderr).splitlines()[0]
