@@ -27,12 +27,11 @@ from dataclasses import fields
 
 import torch
 
+from .config import COMPILE_MODES, PRECISIONS
 from .datasets.batches import Batch
 from .errors import UserError
 from .models.base import Terms
 
-COMPILE_MODES = ("off", "default", "max")
-PRECISIONS = ("fp32", "tf32", "bf16")
 TERMS = tuple(f.name for f in fields(Terms))
 
 

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field, fields
 
 from .errors import UserError
 
+# the values of train.compile / eval.compile and of the precisions (pipeline/compile.py)
+COMPILE_MODES = ("off", "default", "max")
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 class ConfigError(UserError, ValueError):
     """Impossible hyperparameters; the message lists every offending field."""
@@ -133,6 +137,6 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, "cannot be negative"),
             ("log_every", self.log_every > 0, "must be positive"),
             ("ckpt_every", self.ckpt_every > 0, "must be positive"),
-            ("compile", self.compile in ("off", "default", "max"), "off, default or max"),
-            ("precision", self.precision in ("fp32", "tf32", "bf16"), "fp32, tf32 or bf16"),
+            ("compile", self.compile in COMPILE_MODES, "one of " + ", ".join(COMPILE_MODES)),
+            ("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
         ])

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pipeline.config import COMPILE_MODES, PRECISIONS
 from pipeline.errors import UserError
 
 TOP = ("profile_name", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
@@ -299,10 +300,10 @@ def eval_settings(params: dict, bench: str) -> EvalOptions:
             raise ParamError(f"eval.{k}={getattr(e, k)}: must be at least 1")
     if e.sample_seconds <= 0:
         raise ParamError(f"eval.sample_seconds={e.sample_seconds}: must be positive")
-    if e.compile not in ("off", "default", "max"):
-        raise ParamError(f"eval.compile={e.compile!r}: use off, default or max")
-    if e.precision not in ("fp32", "tf32", "bf16"):
-        raise ParamError(f"eval.precision={e.precision!r}: use fp32, tf32 or bf16")
+    for key, value, allowed in (("compile", e.compile, COMPILE_MODES),
+                                ("precision", e.precision, PRECISIONS)):
+        if value not in allowed:
+            raise ParamError(f"eval.{key}={value!r}: use one of {', '.join(allowed)}")
     check_device(e.device, "eval.device")
     return e
 

@@ -101,14 +101,11 @@ def load_pcm(path, sr: int = SAMPLE_RATE, native_sr: int | None = None,
     import soundfile as sf
     path = str(path)
     try:
-        try:
-            info = sf.info(path)
-        except Exception:
-            info = None  # not a soundfile format: librosa falls back to audioread
+        info = sound_info(path)
         if info is not None:
             _check_header(path, info, channels)
         if native_sr is not None:
-            got = info.samplerate if info is not None else sf.info(path).samplerate
+            got = (info if info is not None else sf.info(path)).samplerate  # raises: unreadable
             if got != native_sr:
                 raise BadAudio(f"{path}: unexpected sample rate {got} Hz (expected {native_sr} Hz)")
         with warnings.catch_warnings():
@@ -130,10 +127,7 @@ def iter_pcm(path, sr: int = SAMPLE_RATE, block_s: int = 600):
     """
     import soundfile as sf
     path = str(path)
-    try:
-        info = sf.info(path)
-    except Exception:
-        info = None  # not a soundfile format: librosa falls back to audioread
+    info = sound_info(path)
     if info is None or info.duration <= LONG_FILE_S:
         yield load_pcm(path, sr, min_samples=1, channels=None)
         return
@@ -157,13 +151,20 @@ def iter_pcm(path, sr: int = SAMPLE_RATE, block_s: int = 600):
         raise BadAudio(f"{path}: unreadable audio ({type(e).__name__}: {e})") from None
 
 
-def channel_count(path) -> int | None:
-    """Channels of a file soundfile can read (None otherwise)."""
+def sound_info(path):
+    """soundfile's header of the file, or None where soundfile cannot read it (librosa then
+    falls back to audioread)."""
     import soundfile as sf
     try:
-        return sf.info(str(path)).channels
-    except Exception:
+        return sf.info(str(path))
+    except Exception:  # soundfile raises many types for formats it does not know
         return None
+
+
+def channel_count(path) -> int | None:
+    """Channels of a file soundfile can read (None otherwise)."""
+    info = sound_info(path)
+    return None if info is None else info.channels
 
 
 def frame(pcm: np.ndarray, frame_size: int = FRAME) -> np.ndarray:

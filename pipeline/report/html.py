@@ -6,6 +6,11 @@ reaches a page. The executed notebook is then normalised (cell ids cell-<n>, no 
 or timing metadata, no execution counts, no stderr: warnings are not report content) and
 exported with nbconvert's `basic` template (no notebook CSS, no scripts, code hidden)
 inside a minimal page with a few lines of CSS.
+
+The kernel's own log is kept to CRITICAL: jupyter_client interrupts (SIGINT) every kernel it
+shuts down, and an ipykernel caught mid-message logs "KeyboardInterrupt caught in kernel"
+at ERROR after its page is done. Errors in a cell are not log lines: they come back as
+papermill's exception, with their traceback.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from jinja2 import DictLoader
 from nbconvert import HTMLExporter
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 EXTERNAL = re.compile(r"<script[^>]+src|<link|https?://cdn", re.IGNORECASE)
 PAGE = """{%- extends 'index.html.j2' -%}
 {%- block header -%}<!DOCTYPE html>
@@ -48,7 +54,8 @@ def execute(notebook: str, parameters: dict) -> nbformat.NotebookNode:
     if REPO_ROOT not in paths:   # the kernel imports pipeline.report (idempotent: thread-safe)
         os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in paths if p])
     return papermill.execute_notebook(path, None, parameters=parameters, kernel_name="python3",
-                                      cwd=".", progress_bar=False, log_output=False)
+                                      cwd=".", progress_bar=False, log_output=False,
+                                      extra_arguments=KERNEL_ARGS)
 
 
 def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
