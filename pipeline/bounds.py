@@ -76,7 +76,7 @@ def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise, f
 @torch.no_grad()
 def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_step: int = 1,
              device="cpu", seed: int = 0, name: str | None = None, noise: str = "batch",
-             forward=None) -> dict:
+             forward=None, on_batch=None) -> dict:
     """Bounds over a whole split, in nats per sequence, per step (frame) and per sample.
 
     samples_per_step: audio samples in one step (200 for speech frames), for per-sample
@@ -86,6 +86,7 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
     noise: "batch" (one generator in batch order) or "sequence" (one per sequence, for
     loaders with ids(): results independent of batching and IWAE chunking).
     forward: what computes the terms in place of the model (pipeline.compile.eval_forward).
+    on_batch: called with each batch's number of sequences once it is done (progress).
     """
     if noise not in ("batch", "sequence"):
         raise ValueError(f"noise must be 'batch' or 'sequence', got {noise!r}")
@@ -117,6 +118,8 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
         n_seq += batch.size
         n_batches += 1
         max_b = max(max_b, batch.size)
+        if on_batch:
+            on_batch(batch.size)
     model.train(was_training)
     if n_seq == 0:
         raise ValueError("evaluation split is empty")

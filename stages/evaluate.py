@@ -85,14 +85,16 @@ def main():
     manifest = read_manifest(args.data)
     per_step = int(manifest.get("frame_size") or 1) if manifest["kind"] == "audio" else 1
     limit = opts.test_limit or None
+    cell = f"{args.bench}/{args.row}/s{args.seed}"
 
     def bounds(split, iwae_k):
         # batches of similar lengths (little padding) and noise keyed per sequence, so the
         # bounds do not depend on how sequences are batched
         loader = open_split(args.data, split, opts.batch_size, limit=limit, bucket=True)
-        return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
-                        samples_per_step=per_step, device=device, seed=opts.seed,
-                        name=split, noise="sequence", forward=forward)
+        with _progress(loader.num_sequences, f"{cell} {split}") as bar:
+            return evaluate(model, loader, iwae_k=iwae_k, iwae_chunk=opts.iwae_chunk,
+                            samples_per_step=per_step, device=device, seed=opts.seed,
+                            name=split, noise="sequence", forward=forward, on_batch=bar.update)
 
     exact = bool(model.exact)
     from pipeline.errors import UserError
@@ -191,6 +193,11 @@ def _sentences(model, data, manifest, opts, gen, tmp, kl_per_dim):
             rows.append({"delta_sd": delta, "greedy": greedy, "sample": sample})
         out["perturb"] = {"dim": dim, "kl": kl_per_dim[dim], "original": out["originals"][0], "rows": rows}
     write_json(tmp / "text.json", out)
+
+
+def _progress(total, name):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=name, unit="seq", dynamic_ncols=True, mininterval=2.0)
 
 
 def _kernels() -> dict:

@@ -68,6 +68,11 @@ def test_iwae_bounds_are_ordered(trained):
     res = evaluate(model, valid, iwae_k=10, seed=0)
     assert res["iwae_per_seq"] >= res["elbo_per_seq"]
     assert res["iwae_per_sample"] == pytest.approx(res["iwae_per_step"] / 1)
+    # progress: one call per batch with its sequence count, and the bounds unchanged
+    done = []
+    again = evaluate(model, valid, iwae_k=10, seed=0, on_batch=done.append)
+    assert len(done) == len(valid) and sum(done) == res["sequences"]
+    assert again == res
 
 
 def _history(out):
