@@ -217,10 +217,10 @@ def test_archive_planted_link_cannot_redirect_a_write(tmp_path):
     outside.mkdir()
     os.symlink(outside, root / "sub")
     os.symlink(outside / "f.txt", root / "f.txt")
-    tree = dl._Tree(str(root), "a.tar")
+    tree = dl._Tree(str(root), "a.tar", dl._Budget("a.tar", 1 << 20))
     for name in ("sub/x.txt", "f.txt"):
         with pytest.raises(dl.UnsafeArchive):
-            tree.file(name, name.split("/"), io.BytesIO(b"x"))
+            tree.file(name, name.split("/"), io.BytesIO(b"x"), 1)
     assert os.listdir(outside) == []
 
 
