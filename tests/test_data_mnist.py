@@ -5,7 +5,8 @@ import torch
 
 from pipeline.datasets import open_split, read_manifest
 from pipeline.datasets.audio import BadInput
-from pipeline.datasets.mnist import _write, amat_name, parse_amat, pool, prepare_binarized, prepare_offline
+from pipeline.datasets.mnist import (_write, amat_name, parse_amat, pool, prepare_binarized,
+                                     prepare_offline)
 from pipeline.errors import UserError
 
 

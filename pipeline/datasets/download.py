@@ -388,7 +388,7 @@ def archive_complete(path, max_bytes=None) -> None:
                     budget.take(info.file_size, info.filename)
                 bad = zf.testzip()
             if bad is not None:
-                raise BadArchive(f"{path}: member {bad!r} is corrupt")
+                raise BadArchive(f"{path}: member {_show(bad)} is corrupt")
             return
         with tarfile.open(path, "r:*") as tf:
             for m in tf:  # decompresses to the end: a cut stream raises EOFError here
@@ -432,12 +432,12 @@ def _is_zip(path) -> bool:
 def _parts(name, archive) -> list:
     """A member name -> its path components, refusing absolute names and `..`."""
     if "\0" in name:
-        raise UnsafeArchive(f"{archive}: member {name!r} has a NUL byte in its name")
+        raise UnsafeArchive(f"{archive}: member {_show(name)} has a NUL byte in its name")
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise UnsafeArchive(f"{archive}: member {name!r} has an absolute name")
+        raise UnsafeArchive(f"{archive}: member {_show(name)} has an absolute name")
     parts = [p for p in re.split(r"[/\\]", name) if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafeArchive(f"{archive}: member {name!r} has a '..' component")
+        raise UnsafeArchive(f"{archive}: member {_show(name)} has a '..' component")
     return parts
 
 
@@ -464,17 +464,18 @@ class _Tree:
     def _claim(self, name, parts, kind):
         for i in range(1, len(parts)):
             if self.kinds.setdefault(tuple(parts[:i]), "dir") != "dir":
-                raise UnsafeArchive(f"{self.archive}: member {name!r} sits under a file of the same name")
+                raise UnsafeArchive(f"{self.archive}: member {_show(name)} sits under a file of "
+                                    "the same name")
         have = self.kinds.get(tuple(parts))
         if have is not None and (kind == "file" or have == "file"):
-            raise UnsafeArchive(f"{self.archive}: member {name!r} appears twice (name collision)")
+            raise UnsafeArchive(f"{self.archive}: member {_show(name)} appears twice (name collision)")
         self.kinds[tuple(parts)] = kind
 
     def _real(self, path, name):
         # path is built from root's real path and checked names: any link on the way
         # (none should exist, we never make one) would show as a difference here
         if os.path.realpath(path) != path:
-            raise UnsafeArchive(f"{self.archive}: member {name!r} resolves outside the target folder")
+            raise UnsafeArchive(f"{self.archive}: member {_show(name)} resolves outside the target folder")
 
     def folder(self, name, parts, charge=True):
         path = self._path(name, parts)
@@ -486,7 +487,7 @@ class _Tree:
 
     def file(self, name, parts, src, size, executable=False):
         if not parts:
-            raise UnsafeArchive(f"{self.archive}: file member {name!r} has no name")
+            raise UnsafeArchive(f"{self.archive}: file member {_show(name)} has no name")
         path = self._path(name, parts)
         self.budget.take(size, name)  # from the header, before a byte is written
         self._claim(name, parts, "file")
@@ -533,7 +534,7 @@ def _extract_tar(archive, tree):
                 with tf.extractfile(m) as src:
                     tree.file(m.name, parts, src, m.size, executable=bool(m.mode & 0o111))
             else:
-                raise UnsafeArchive(f"{archive}: member {m.name!r} is {_tar_kind(m)}; only "
+                raise UnsafeArchive(f"{archive}: member {_show(m.name)} is {_tar_kind(m)}; only "
                                     "regular files and folders are extracted")
 
 
@@ -545,10 +546,10 @@ def _extract_zip(archive, tree):
             if ftype not in (0, stat.S_IFREG, stat.S_IFDIR):
                 what = {stat.S_IFLNK: "a link", stat.S_IFIFO: "a fifo", stat.S_IFCHR: "a device",
                         stat.S_IFBLK: "a device"}.get(ftype, "of unsupported type")
-                raise UnsafeArchive(f"{archive}: member {info.filename!r} is {what}; only "
+                raise UnsafeArchive(f"{archive}: member {_show(info.filename)} is {what}; only "
                                     "regular files and folders are extracted")
             if info.flag_bits & 0x1:
-                raise BadArchive(f"{archive}: member {info.filename!r} is encrypted")
+                raise BadArchive(f"{archive}: member {_show(info.filename)} is encrypted")
             if info.is_dir() or ftype == stat.S_IFDIR:
                 if parts:
                     tree.folder(info.filename, parts)
