@@ -72,13 +72,9 @@ def main():
     import torch
     from pipeline import checkpoint
     from pipeline.bounds import evaluate, padded_mean_quirk
-    from pipeline.config import ModelConfig
     from pipeline.datasets import frames_to_waveform, open_split, read_manifest
-    from pipeline.models import build_model
 
-    saved = json.loads((Path(args.model) / "model.json").read_text())
-    model = build_model(ModelConfig(**saved["model_config"]))
-    model.load_state_dict(checkpoint.load_npz(model_file))
+    saved, model = load_model(args.model)
     model.to(device).eval()
     from pipeline.compile import eval_forward
     forward = eval_forward(model, opts.compile, opts.precision, device)  # the model when off/fp32
@@ -150,6 +146,49 @@ def main():
             _digits(model, args.data, manifest, opts, gen, tmp)
         elif manifest["kind"] == "tokens" and opts.samples:
             _sentences(model, args.data, manifest, opts, gen, tmp, kl_per_dim)
+
+
+# what this stage reads from model.json: checked before any evaluation is spent
+SAVED = {"model_config": dict, "train_config": dict, "params": int, "updates": int,
+         "skipped": int, "best_valid_elbo_per_seq": (int, float, type(None))}
+
+
+def load_model(model_dir):
+    """model.json and model.npz as the train stage wrote them -> (record, model). A file
+    cut short, edited by hand or from another model is one line naming it."""
+    from pipeline import checkpoint
+    from pipeline.config import ModelConfig
+    from pipeline.errors import UserError
+    from pipeline.models import build_model
+    record, weights = Path(model_dir) / "model.json", Path(model_dir) / "model.npz"
+    fix = f"rerun the train stage that wrote {model_dir}"
+    try:
+        saved = json.loads(record.read_text())
+    except FileNotFoundError:
+        raise StageError(f"{record} not found: {fix}") from None
+    except ValueError as err:  # invalid JSON or not UTF-8
+        raise StageError(f"{record} is not valid JSON ({' '.join(str(err).split())}): {fix}") from None
+    if not isinstance(saved, dict):
+        raise StageError(f"{record} holds a JSON {type(saved).__name__}, not an object: {fix}")
+    bad = [k for k, kind in SAVED.items() if not isinstance(saved.get(k), kind)]
+    bad = bad or [f"train_config.{k}" for k in ("aux_weight", "seed") if k not in saved["train_config"]]
+    if bad:
+        raise StageError(f"{record}: {bad[0]} missing or of the wrong type: {fix}")
+    try:  # the same type checks as the parameters the config came from
+        model = build_model(P.typed(ModelConfig, saved["model_config"], "model_config"))
+    except UserError as err:
+        raise StageError(f"{record}: {err}: {fix}") from None
+    if not weights.exists():
+        raise StageError(f"{weights} not found: {fix}")
+    state = checkpoint.load_npz(weights)  # a cut or foreign file: one line naming it
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # missing, extra or reshaped tensors: name the first
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        why = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        why = why if len(why) <= 200 else why[:200] + "..."
+        raise StageError(f"{weights} does not fit the model described in {record} ({why}): {fix}") from None
+    return saved, model
 
 
 def _digits(model, data, manifest, opts, gen, tmp):

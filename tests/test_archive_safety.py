@@ -217,10 +217,10 @@ def test_archive_planted_link_cannot_redirect_a_write(tmp_path):
     outside.mkdir()
     os.symlink(outside, root / "sub")
     os.symlink(outside / "f.txt", root / "f.txt")
-    tree = dl._Tree(str(root), "a.tar")
+    tree = dl._Tree(str(root), "a.tar", dl._Budget("a.tar", 1 << 20))
     for name in ("sub/x.txt", "f.txt"):
         with pytest.raises(dl.UnsafeArchive):
-            tree.file(name, name.split("/"), io.BytesIO(b"x"))
+            tree.file(name, name.split("/"), io.BytesIO(b"x"), 1)
     assert os.listdir(outside) == []
 
 
@@ -233,3 +233,75 @@ def test_archive_complete_zip(tmp_path):
     (tmp_path / "cut.zip").write_bytes(data[: len(data) // 2])
     with pytest.raises(dl.BadArchive):
         dl.archive_complete(str(tmp_path / "cut.zip"))
+
+
+# ---------------------------------------------------------------- bombs and long names
+
+class _Zeros(io.RawIOBase):
+    """n zero bytes, streamed: a bomb is built without holding it in memory."""
+
+    def __init__(self, n):
+        self.left = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+BOMB = 80 << 20  # past MIN_UNPACKED (64 MiB), and 1000x the ~80 kB it packs to
+
+
+def _tar_bomb(path):
+    with tarfile.open(path, "w:gz") as tf:
+        ti = tarfile.TarInfo("zeros.bin")
+        ti.size = BOMB
+        tf.addfile(ti, io.BufferedReader(_Zeros(BOMB)))
+    return path.read_bytes()
+
+
+def _zip_bomb(path):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("zeros.bin", "w") as f:
+        src = _Zeros(BOMB)
+        while block := src.read(1 << 20):
+            f.write(block)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("build, suffix", [(_tar_bomb, ".tar.gz"), (_zip_bomb, ".zip")])
+def test_archive_bomb_refused_before_a_byte_is_written(tmp_path, build, suffix):
+    data = build(tmp_path / f"bomb{suffix}")
+    assert len(data) < BOMB / 500
+    msg = _refused(tmp_path, data, suffix)  # nothing written, nothing left behind
+    assert "decompression bomb" in msg and "zeros.bin" in msg
+    with pytest.raises(dl.BadArchive, match="decompression bomb"):  # nor learnt on download
+        dl.archive_complete(str(tmp_path / f"bomb{suffix}"))
+
+
+@pytest.mark.parametrize("size, count", [(10_000, 60), (0, 1200)])
+def test_archive_total_cap_counts_bytes_and_members(tmp_path, size, count):
+    # many ordinary members past the cap together: written ones are removed again; empty
+    # files count too (each costs a header), so a file-count bomb stops as well
+    def add(tf):
+        for i in range(count):
+            _member(tf, f"d/f{i}.bin", data=bytes(size))
+    arch = tmp_path / "many.tar.gz"
+    arch.write_bytes(_tar_bytes(add, "w:gz"))
+    with pytest.raises(dl.UnsafeArchive, match="more than 524,288 bytes"):  # 60 x 10,512 or 1,200 x 512 bytes
+        dl.extract(arch, tmp_path / "out", max_bytes=1 << 19)
+    assert sorted(os.listdir(tmp_path)) == ["many.tar.gz"]
+    dl.extract(arch, tmp_path / "out", max_bytes=count * (size + 512) + 1024)  # fits: extracted
+    assert len(os.listdir(tmp_path / "out" / "d")) == count
+
+
+@pytest.mark.parametrize("name", [
+    "/".join(["d" * 200] * 25) + "/f.txt",  # 5,030 characters: past PATH_MAX (4096)
+    "ok/" + "n" * 300,                      # one component past NAME_MAX (255)
+])
+def test_archive_name_too_long_is_one_short_line(tmp_path, name):
+    msg = _refused(tmp_path, _tar_bytes(lambda tf: _member(tf, name, data=b"x")))
+    assert "too long" in msg and len(msg) < 400

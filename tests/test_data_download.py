@@ -23,11 +23,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     cut_at: dict = {}
     no_length: set = set()  # paths served without Content-Length, like the .amat host
     ranges: list = []
+    endless: set = set()    # paths streamed with no length and no end (64 MiB here, so a test ends)
+    announce: dict = {}     # path -> a Content-Length larger than what is sent
 
     def log_message(self, *a):
         pass
 
     def do_GET(self):
+        if self.path in self.endless:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(1024):
+                    self.wfile.write(bytes(1 << 16))
+            except (BrokenPipeError, ConnectionResetError):  # the client hung up: wanted
+                pass
+            return
+        if self.path in self.announce:
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.announce[self.path]))
+            self.end_headers()
+            self.wfile.write(bytes(1000))
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -58,6 +75,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     _Handler.files, _Handler.cut_once, _Handler.ranges = {}, set(), []
     _Handler.cut_at, _Handler.no_length = {}, set()
+    _Handler.endless, _Handler.announce = set(), {}
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     th.start()
@@ -413,3 +431,49 @@ def test_data_download_callers_name_the_param(server, tmp_path, monkeypatch):
     with pytest.raises(dl.DownloadError) as e:
         free_speech.download("ljspeech", str(tmp_path), progress=False, param="benchmarks.blizzard.source")
     assert "benchmarks.blizzard.source" in _one_line_error(e)
+
+
+# ---------------------------------------------------------------- endless and oversized streams
+
+def _nothing_kept(dest):
+    assert not os.path.exists(dest) and not os.path.exists(f"{dest}.part")
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_data_download_endless_stream_stops_at_the_cap(server, tmp_path, monkeypatch, known):
+    h, base = server
+    h.endless.add("/f.bin")
+    monkeypatch.setattr(dl, "MAX_DOWNLOAD", 300_000)  # the cap of a file of unknown size
+    dest = tmp_path / "f.bin"
+    with pytest.raises(dl.TooLarge) as e:
+        dl.fetch(f"{base}/f.bin", str(dest), size=100_000 if known else None,
+                 lock_path=str(tmp_path / "l.json"), complete=lambda p: None, progress=False)
+    msg = _one_line_error(e)
+    assert f"{base}/f.bin" in msg and ("125,000" if known else "300,000") in msg
+    _nothing_kept(dest)
+
+
+def test_data_download_announced_length_past_the_cap_is_refused_unread(server, tmp_path):
+    h, base = server
+    h.announce["/big.tar.gz"] = 10 << 30  # 10 GiB said, past MAX_DOWNLOAD: not even started
+    dest = tmp_path / "big.tar.gz"
+    with pytest.raises(dl.TooLarge) as e:
+        dl.fetch(f"{base}/big.tar.gz", str(dest), sha256="0" * 64, retries=0, progress=False)
+    assert "4,294,967,296" in _one_line_error(e)
+    _nothing_kept(dest)
+
+
+def test_data_download_binarized_mnist_endless_host_is_cut_at_its_known_size(server, tmp_path,
+                                                                              monkeypatch):
+    # the .amat host sends no length and no publisher hash exists: only the known size bounds it
+    h, base = server
+    sizes = {"train": 6, "valid": 3, "test": 2}
+    monkeypatch.setattr(mnist, "BASE", f"{base}/mnist/")
+    monkeypatch.setattr(mnist, "EXPECTED", sizes)
+    h.endless.add(f"/mnist/{mnist.amat_name('train')}")
+    raw = tmp_path / "raw"
+    with pytest.raises(dl.TooLarge) as e:
+        mnist.download_binarized(str(raw), progress=False, lock_path=str(raw / "checksums.json"))
+    assert f"{6 * mnist.LINE_BYTES * 5 // 4:,}" in _one_line_error(e)
+    _nothing_kept(raw / mnist.amat_name("train"))
+    assert not (raw / "checksums.json").exists()

@@ -5,7 +5,8 @@ import torch
 
 from pipeline.datasets import open_split, read_manifest
 from pipeline.datasets.audio import BadInput
-from pipeline.datasets.mnist import amat_name, parse_amat, pool, prepare_binarized, prepare_offline
+from pipeline.datasets.mnist import (_write, amat_name, parse_amat, pool, prepare_binarized,
+                                     prepare_offline)
 from pipeline.errors import UserError
 
 
@@ -97,3 +98,48 @@ def test_data_mnist_offline_downsampled_steps_come_from_the_data(tmp_path):
     assert img[:, 0, :].mean() < 0.01 and img[:, 5:9, 5:9].mean() > 0.3
     b = open_split(tmp_path / "s", "valid", batch_size=8).batch(0, 0)
     assert b.y.shape == (8, 196) and torch.equal(b.x[:, 1:], b.y[:, :-1]) and (b.x[:, 0] == 0).all()
+
+
+def _prepared_with(tmp_path, test_array, raw=None):
+    """A prepared 14x14 MNIST folder whose test split is replaced by test_array (or bytes)."""
+    rng = np.random.default_rng(0)
+    _write(str(tmp_path / "p"), "x", {s: (rng.random((4, 196)) > 0.7).astype(np.uint8)
+                                      for s in ("train", "valid", "test")}, {})
+    path = tmp_path / "p" / "test.npy"
+    if raw is not None:
+        path.write_bytes(raw)
+    elif test_array is None:
+        path.unlink()
+    else:
+        np.save(path, test_array, allow_pickle=True)
+    return path
+
+
+GOOD = (np.arange(4 * 196).reshape(4, 196) % 3 == 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("array, raw, words", [
+    (GOOD * 2, None, "pixel 0 is 2, expected 0 or 1"),
+    (GOOD * 255, None, "is 255"),
+    (GOOD.astype(np.int16) - 1, None, "pixel 1 is -1"),
+    (GOOD * 0.5, None, "dtype float64"),
+    (GOOD.astype(object), None, "not a plain .npy"),
+    (GOOD.reshape(4, 14, 14), None, "shape (4, 14, 14), but manifest.json says (4, 196)"),
+    (GOOD[:, :195], None, "shape (4, 195)"),
+    (GOOD[:3], None, "shape (3, 196)"),
+    (None, b"\x93NUMPY garbage", "not a plain .npy"),
+    (None, None, "missing"),
+])
+def test_data_mnist_bad_prepared_pixels_are_one_line_naming_the_file(tmp_path, array, raw, words):
+    path = _prepared_with(tmp_path, array, raw)
+    with pytest.raises(UserError) as e:
+        open_split(tmp_path / "p", "test", batch_size=4)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and words in msg, msg
+
+
+def test_data_mnist_prepared_pixels_in_any_integer_type_open(tmp_path):
+    for dtype in (np.uint8, bool, np.int64):
+        _prepared_with(tmp_path, GOOD.astype(dtype))
+        b = open_split(tmp_path / "p", "test", batch_size=4).batch(0, 0)
+        assert torch.equal(b.y, torch.from_numpy(GOOD).long())

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .storage import open_pixels
+
 MANIFEST = "manifest.json"
 
 
@@ -335,8 +337,9 @@ def open_split(prepared_dir, split: str, batch_size: int, shuffle: bool = False,
         mode = target_mode or m["protocol"]["target_mode"]
         return RowBlockLoader(load(s["file"]), s["start"], s["stop"], m["mean"], m["std"],
                               m["frame_size"], mode, **common)
-    if layout == "pixels":
-        return PixelLoader(load(s["file"]), **common)
+    if layout == "pixels":  # checked against the manifest: a bad value would not fail loudly
+        pixels = open_pixels(os.path.join(prepared_dir, s["file"]), s.get("sequences"), m.get("steps"))
+        return PixelLoader(pixels, **common)
     if layout == "tokens":
         return TokenLoader(load(s["file"]), np.load(os.path.join(prepared_dir, s["lengths"])),
                            bucket=bucket, **common)

@@ -23,18 +23,20 @@ class Source:
     licence: str
     size: str
     md5: str | None = None  # the publisher's checksum where one exists
+    bytes: int | None = None  # the archive's documented size: a download stops a margin past it
 
 
 SOURCES = {
     "ljspeech": Source(
         "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2", "LJSpeech-1.1.tar.bz2",
         "LJSpeech-1.1/wavs", "blizzard", "public domain",
-        "2.6 GB download; 13,100 clips, about 24 h, one female US-English reader, 22.05 kHz"),
+        "2.6 GB download; 13,100 clips, about 24 h, one female US-English reader, 22.05 kHz",
+        bytes=2_600_000_000),
     "librispeech_dev_clean": Source(
         "https://www.openslr.org/resources/12/dev-clean.tar.gz", "dev-clean.tar.gz",
         "LibriSpeech/dev-clean", "timit", "CC BY 4.0",
         "337,926,286 bytes; 2,703 utterances, 5.4 h, 40 speakers, 16 kHz FLAC",
-        md5="42e2234ba48799c1f50f24a7926300a1"),
+        md5="42e2234ba48799c1f50f24a7926300a1", bytes=337_926_286),
 }
 
 
@@ -45,7 +47,8 @@ def download(name: str, raw_dir, progress=True, lock_path=None, pins=None, param
     src = SOURCES[name]
     archive = os.path.join(raw_dir, src.archive)
     hashes = fetch(src.url, archive, md5=src.md5, lock_name=src.archive, progress=progress,
-                   lock_path=lock_path, pins=pins, complete=archive_complete, param=param)
+                   lock_path=lock_path, pins=pins, complete=archive_complete, param=param,
+                   size=src.bytes)
     target = os.path.join(raw_dir, name)
     if not os.path.isdir(os.path.join(target, src.folder)):
         extract(archive, target)

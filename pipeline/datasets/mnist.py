@@ -17,6 +17,7 @@ SPLITS = ("train", "valid", "test")
 EXPECTED = {"train": 50000, "valid": 10000, "test": 10000}
 FULL_SIDE = 28
 PIXELS = FULL_SIDE * FULL_SIDE  # the .amat files are always full size
+LINE_BYTES = 2 * PIXELS  # "0 1 ... 1\n": a value and a separator each (the host sends no length)
 SIDES = (28, 14, 7)  # divisors of 28 that keep digits legible; 14 = 196 steps
 
 
@@ -27,6 +28,7 @@ def amat_name(split: str) -> str:
 def download_binarized(raw_dir, progress=True, lock_path=None, pins=None, param=None) -> dict:
     """No publisher checksum exists: a pinned sha256 (pins) or the one learnt into lock_path
     on first download, learnt only once the file has its full count of 784-value lines.
+    A transfer stops a margin past the file's known size (the host announces none).
     param: the parameter that chose this source, named if the host cannot be reached."""
     def whole(split):
         def check(path):
@@ -34,9 +36,12 @@ def download_binarized(raw_dir, progress=True, lock_path=None, pins=None, param=
             if n != EXPECTED[split]:
                 raise BadInput(f"{path}: {n} lines, expected {EXPECTED[split]}")
         return check
-    return {amat_name(s): fetch(BASE + amat_name(s), os.path.join(raw_dir, amat_name(s)),
-                                progress=progress, lock_path=lock_path, pins=pins,
-                                complete=whole(s), param=param)["sha256"] for s in SPLITS}
+
+    def get(s):
+        return fetch(BASE + amat_name(s), os.path.join(raw_dir, amat_name(s)), progress=progress,
+                     lock_path=lock_path, pins=pins, complete=whole(s), param=param,
+                     size=EXPECTED[s] * LINE_BYTES)["sha256"]
+    return {amat_name(s): get(s) for s in SPLITS}
 
 
 def parse_amat(path) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Atomic outputs: whole prepared directories, JSON files and streamed int16 arrays."""
+"""Atomic outputs: whole prepared directories, JSON files and streamed int16 arrays; and
+the checked opening of a prepared pixel array (numpy and the standard library only)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from ..errors import UserError
+
 CHUNK = 1 << 22  # samples per copy chunk: bounds memory whatever the corpus size
 
 
@@ -20,6 +23,34 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class BadArray(UserError):
+    """A prepared array that does not hold what its manifest says."""
+
+
+def open_pixels(path, sequences=None, steps=None) -> np.ndarray:
+    """A split of binary images, memory-mapped and checked before anything reads it: an
+    integer (sequences, steps) array of 0/1 values, as its manifest says (None: not
+    checked). A 2 or 255 would index past the model's two classes, a 0.5 would round to
+    0, and a short row would train silently: each is one line naming the file instead."""
+    fix = "rerun the prepare stage that wrote it"
+    try:
+        a = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise BadArray(f"{path} is missing: {fix}") from None
+    except (ValueError, OSError, EOFError) as e:  # object dtype, not an .npy, cut short
+        raise BadArray(f"{path} is not a plain .npy array ({' '.join(str(e).split())}): {fix}") from None
+    if a.dtype.kind not in "biu":
+        raise BadArray(f"{path}: dtype {a.dtype}, expected uint8 0/1 pixels: {fix}")
+    if (a.ndim != 2 or (sequences is not None and a.shape[0] != sequences)
+            or (steps is not None and a.shape[1] != steps)):
+        want = (sequences if sequences is not None else "N", steps if steps is not None else "steps")
+        raise BadArray(f"{path}: shape {a.shape}, but manifest.json says ({want[0]}, {want[1]}): {fix}")
+    if a.size and (a.max() > 1 or a.min() < 0):
+        i, j = np.argwhere((a > 1) | (a < 0))[0]  # the first bad pixel, in raster order
+        raise BadArray(f"{path}: image {i} pixel {j} is {a[i, j]}, expected 0 or 1: {fix}")
+    return a
 
 
 def write_json(path, obj) -> None:

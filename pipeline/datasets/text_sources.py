@@ -31,6 +31,7 @@ ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 # the archive's published checksums (torchtext lists the md5, TFDS the sha256), 84,125,825 bytes
 ACLIMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 ACLIMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+ACLIMDB_BYTES = 84_125_825
 ACLIMDB_FOLDERS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
 REVIEWS_PER_TASK = 500  # reviews one worker process tokenises at a time
 
@@ -136,7 +137,7 @@ def download_aclimdb(raw_dir, progress: bool = True, param: str | None = None) -
     raw_dir = Path(raw_dir)
     archive = raw_dir / "aclImdb_v1.tar.gz"
     fetch(ACLIMDB_URL, str(archive), sha256=ACLIMDB_SHA256, md5=ACLIMDB_MD5, progress=progress,
-          complete=archive_complete, param=param)
+          complete=archive_complete, param=param, size=ACLIMDB_BYTES)
     out = raw_dir / "extracted"
     if not (out / "aclImdb" / "train").is_dir():
         extract(str(archive), str(out))
