@@ -1,5 +1,6 @@
 """GPU claiming for parallel stages (stages/devices.py), with fake device counts."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,28 @@ def test_other_process_holds_its_gpu_until_it_dies(tmp_path):
         proc.send_signal(signal.SIGKILL)        # no clean-up runs: the kernel drops the lock
         proc.wait(10)
         assert claim_gpu(2, tmp_path) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("cleaned", ["folder", "file"])
+def test_held_gpu_survives_a_tmp_cleaner(tmp_path, cleaned):
+    """A cleaner removes the lock folder (or the held lock file) under a running stage: the
+    next stage must still not get that GPU, and gets it once the holder has died."""
+    folder = tmp_path / "locks"
+    proc, theirs = holder(folder, 2)
+    try:
+        assert theirs == 0
+        if cleaned == "folder":
+            shutil.rmtree(folder)
+        else:
+            (folder / "gpu-0.lock").unlink()
+        assert claim_gpu(2, folder) == 1     # not theirs
+        assert claim_gpu(2, folder) is None
+        proc.kill()
+        proc.wait(10)
+        assert claim_gpu(2, folder) == 0
     finally:
         proc.kill()
         proc.wait()
