@@ -203,7 +203,7 @@ def claim_for_ranks(device: str, nproc: int) -> dict[str, str]:
         return {}
     names = gpu_names(n)
     got = wait_for_gpus(nproc, n, names=names)
-    for fds in _held.values():  # the launched ranks must keep them: exec and children inherit
+    for fds in _held.values():  # torchrun, which this process becomes by exec, keeps them
         for fd in fds:
             os.set_inheritable(fd, True)
     return {"CUDA_VISIBLE_DEVICES": ",".join(names[i] for i in got)}
