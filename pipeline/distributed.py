@@ -17,11 +17,20 @@ one process. Every update then matches the single-process update of the global b
             learning rate and picks the best model alike.
 
 Only the torch RNG (dropout) differs per rank: its states are gathered into the checkpoint
-so a resumed run continues each rank's stream. Torch, numpy and the standard library only.
+so a resumed run continues each rank's stream.
+
+Ranks die with their agent: torchrun starts them in sessions of their own, so a SIGKILL of
+the agent (the stage process DVC waits on) reaches none of them, and an orphan would either
+finish and write the stage's output after the stage had failed, or wait out TIMEOUT in a
+rendezvous nobody hosts. Each rank asks the kernel for SIGKILL when its parent dies.
+Torch, numpy and the standard library only.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +42,8 @@ from .errors import UserError
 
 # rank 0 validates alone while the others wait in a broadcast: allow a long validation
 TIMEOUT = timedelta(hours=2)
+AGENT_PID_ENV = "ZF_TORCHRUN_AGENT_PID"  # set by exec_torchrun: the pid the ranks' parent has
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class DistributedError(UserError):
@@ -57,6 +68,30 @@ def launch_command(nproc: int, module: str, argv: list[str], python: str) -> lis
     (torchrun's standalone mode: a private rendezvous on a free local port)."""
     return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             str(nproc), "-m", module, *argv]
+
+
+def exec_torchrun(nproc: int, module: str, argv: list[str], env: dict[str, str]):
+    """Replace this process by torchrun running `python -m module argv` as nproc ranks.
+    exec keeps the pid (DVC's signals reach torchrun, locks held here stay held), and the
+    ranks learn it: the parent they must die with."""
+    cmd = launch_command(nproc, module, argv, sys.executable)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, {**env, AGENT_PID_ENV: str(os.getpid())})
+
+
+def die_with_agent() -> None:
+    """SIGKILL this rank when its parent, torchrun's agent, dies; exit at once if it already
+    has (the kernel only signals deaths that come after the request)."""
+    agent = int(os.environ.get(AGENT_PID_ENV) or os.getppid())
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != agent:
+        print(f"rank {os.environ.get('RANK', '?')}: its torchrun agent (pid {agent}) has died; "
+              "stopping", file=sys.stderr, flush=True)
+        os._exit(1)  # no clean-up: an orphan must not write anything
 
 
 @dataclass
@@ -173,6 +208,7 @@ def from_env(device) -> DataParallel | None:
     world = world_size_from_env()
     if world <= 1:
         return None
+    die_with_agent()  # before the rendezvous: an orphan would wait there for TIMEOUT
     device = torch.device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

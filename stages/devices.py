@@ -7,6 +7,13 @@ open for the rest of its life. The kernel drops the lock when the process ends, 
 it ends (kill -9 included), so a dead stage never keeps a GPU. While every GPU is held
 the stage waits for one; without a GPU it runs on CPU and says so in one line.
 
+A flock lives on the file, not on its name: once a tmp cleaner (or rm -rf) removes the
+lock file or its folder, the next stage would create a new file and lock it too. So on
+Linux a claim also binds an abstract unix socket named after the lock folder and the GPU:
+it has no file to delete, and the kernel frees it, like the flock, when its holder ends.
+A stage claims a GPU only when it gets both. (Abstract sockets are per network namespace:
+containers sharing one lock folder still rely on the flock alone.)
+
 The lock dir is $ZF_GPU_LOCK_DIR or /tmp/zforcing-gpus: one per machine, shared by every
 worker. GPU ids follow CUDA_VISIBLE_DEVICES when it is set, so workers shown different
 subsets still lock the same physical GPU under the same name.
@@ -15,8 +22,11 @@ claims one GPU per rank and hands them over in CUDA_VISIBLE_DEVICES.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,7 +37,8 @@ LOCK_DIR_ENV = "ZF_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/zforcing-gpus"
 POLL_S = 5.0
 
-_held: dict[str, int] = {}  # lock file -> open descriptor: the claim lasts while it is open
+# lock file -> open descriptors (the file's, the socket's): the claim lasts while they are open
+_held: dict[str, tuple[int, ...]] = {}
 
 
 class DeviceError(UserError):
@@ -58,25 +69,52 @@ def _open_dir(folder: Path) -> Path:
     return folder
 
 
-def _try_lock(path: Path) -> bool:
+def _open_lock(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed since we looked: make it again
+            return os.open(_open_dir(path.parent) / path.name, os.O_RDONLY | os.O_CREAT, 0o666)
     except PermissionError:
         raise DeviceError(f"cannot open GPU lock {path}: set {LOCK_DIR_ENV} to a folder every "
                           f"stage on this machine can write") from None
+
+
+def _bind_guard(path: Path) -> tuple[int, ...] | None:
+    """The descriptor of the abstract socket that guards `path`'s GPU (none where there are
+    no abstract sockets), or None when another process holds it."""
+    if not sys.platform.startswith("linux"):
+        return ()
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(f"\0zforcing-gpu-{key}")
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:  # bound by a live holder
+            return None
+        raise
+    return (sock.detach(),)
+
+
+def _try_lock(path: Path) -> bool:
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return False
-    _held[str(path)] = fd
+    guard = _bind_guard(path)
+    if guard is None:  # the file is new but the GPU is not free: its old file was removed
+        os.close(fd)
+        return False
+    _held[str(path)] = (fd, *guard)
     return True
 
 
 def release(path) -> None:
-    fd = _held.pop(str(path), None)
-    if fd is not None:
-        os.close(fd)  # closing the only descriptor drops the flock
+    for fd in _held.pop(str(path), ()):
+        os.close(fd)  # closing the only descriptors drops the flock and frees the socket's name
 
 
 def claim_gpus(count: int, n_devices: int, folder, names: list[str] | None = None) -> list[int] | None:
@@ -165,6 +203,7 @@ def claim_for_ranks(device: str, nproc: int) -> dict[str, str]:
         return {}
     names = gpu_names(n)
     got = wait_for_gpus(nproc, n, names=names)
-    for path in list(_held):  # the launched ranks must keep them: exec and children inherit
-        os.set_inheritable(_held[path], True)
+    for fds in _held.values():  # torchrun, which this process becomes by exec, keeps them
+        for fd in fds:
+            os.set_inheritable(fd, True)
     return {"CUDA_VISIBLE_DEVICES": ",".join(names[i] for i in got)}

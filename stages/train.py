@@ -145,16 +145,13 @@ def main():
 
 
 def _relaunch(opts):
-    """Become `torchrun --standalone --nproc_per_node N` of this same command. exec keeps
-    the process DVC waits on, so its signals reach torchrun, and the GPU locks claimed here
-    stay held until the ranks end."""
-    from pipeline.distributed import launch_command
+    """Become `torchrun --standalone --nproc_per_node N` of this same command (exec: see
+    pipeline.distributed.exec_torchrun). The GPU locks claimed here stay held until the
+    ranks end, and the ranks end with this process, SIGKILL included."""
+    from pipeline.distributed import exec_torchrun
     from stages import devices
     env = {**os.environ, **devices.claim_for_ranks(opts.device, opts.nproc)}
-    cmd = launch_command(opts.nproc, "stages.train", sys.argv[1:], sys.executable)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, cmd, env)
+    exec_torchrun(opts.nproc, "stages.train", sys.argv[1:], env)
 
 
 def _progress(total, name, disable=False):

@@ -1,5 +1,6 @@
 """GPU claiming for parallel stages (stages/devices.py), with fake device counts."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,57 @@ def test_other_process_holds_its_gpu_until_it_dies(tmp_path):
         proc.send_signal(signal.SIGKILL)        # no clean-up runs: the kernel drops the lock
         proc.wait(10)
         assert claim_gpu(2, tmp_path) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("cleaned", ["folder", "file"])
+def test_held_gpu_survives_a_tmp_cleaner(tmp_path, cleaned):
+    """A cleaner removes the lock folder (or the held lock file) under a running stage: the
+    next stage must still not get that GPU, and gets it once the holder has died."""
+    folder = tmp_path / "locks"
+    proc, theirs = holder(folder, 2)
+    try:
+        assert theirs == 0
+        if cleaned == "folder":
+            shutil.rmtree(folder)
+        else:
+            (folder / "gpu-0.lock").unlink()
+        assert claim_gpu(2, folder) == 1     # not theirs
+        assert claim_gpu(2, folder) is None
+        proc.kill()
+        proc.wait(10)
+        assert claim_gpu(2, folder) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_claims_made_for_ranks_outlive_exec(tmp_path):
+    """The stage claims for its ranks, then becomes torchrun by exec: the new program holds
+    the claim, tmp cleaner or not, until it ends."""
+    folder = tmp_path / "locks"
+    code = ("import os, torch; torch.cuda.is_available = lambda: True; "
+            "torch.cuda.device_count = lambda: 2; from stages import devices; "
+            "print(devices.claim_for_ranks('auto', 1)['CUDA_VISIBLE_DEVICES'], flush=True); "
+            "os.execvp('sleep', ['sleep', '120'])")
+    env = {**os.environ, devices.LOCK_DIR_ENV: str(folder)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "0"
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "sleep":  # exec done
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        shutil.rmtree(folder)
+        assert claim_gpus(2, 2, folder) is None
+        assert claim_gpu(2, folder) == 1
+        proc.kill()
+        proc.wait(10)
+        assert claim_gpu(2, folder) == 0
     finally:
         proc.kill()
         proc.wait()

@@ -6,9 +6,11 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import time
 from multiprocessing import forkserver as mp_forkserver
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,6 +131,58 @@ def test_two_torchrun_nodes_with_c10d_rendezvous(ctx, tmp_path, two_ranks):
     # one process on each of two "nodes" is the same run as two on one
     for k, v in two_ranks["state"].items():
         assert torch.equal(v, result["state"][k]), k
+
+
+def alive(pid: int) -> bool:
+    """Whether pid runs (a zombie nobody has reaped yet counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("pause", ["start", "9"])
+def test_ranks_die_with_their_killed_agent(ctx, tmp_path, pause):
+    """kill -9 of the stage process (torchrun's agent, after exec) while its ranks wait at
+    start-up or in training: they must not go on (to a rendezvous nobody hosts, or to write
+    the stage's output after the stage has failed)."""
+    stage = ctx.Process(target=ddp_child.launch, args=(str(tmp_path), pause))
+    stage.start()
+    markers = ([tmp_path / f"start.{r}" for r in range(WORLD)] if pause == "start"
+               else [tmp_path / "paused"])
+    pid_files = [tmp_path / f"pid.{r}" for r in range(WORLD)]
+    deadline = time.monotonic() + 180
+    while not all(f.exists() for f in markers + pid_files):
+        assert time.monotonic() < deadline and stage.is_alive(), "the ranks never got there"
+        time.sleep(0.1)
+    ranks = [int(f.read_text()) for f in pid_files]
+    try:
+        os.kill(stage.pid, signal.SIGKILL)
+        stage.join(30)
+        for m in markers:  # an orphan would go on from here
+            m.unlink()
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in ranks), "ranks outlived their agent"
+        assert not (tmp_path / "result.pt").exists()
+    finally:
+        for pid in ranks:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_stage_hands_torchrun_its_pid(monkeypatch):
+    """The pid the ranks check their parent against is the stage's, which exec keeps."""
+    from pipeline import distributed
+    from stages import train as stage
+    seen = {}
+    monkeypatch.setattr(os, "execve", lambda path, cmd, env: seen.update(cmd=cmd, env=env))
+    monkeypatch.setattr(sys, "argv", ["stages/train.py", "timit", "zforcing", "0"])
+    stage._relaunch(SimpleNamespace(device="cpu", nproc=2))
+    assert seen["env"][distributed.AGENT_PID_ENV] == str(os.getpid())
+    assert seen["cmd"][-5:] == ["-m", "stages.train", "timit", "zforcing", "0"]
 
 
 def test_batch_that_does_not_split_is_one_line_naming_the_parameters():
