@@ -247,7 +247,7 @@ def test_mnist_page_difference_and_verdict(project):
     assert "ours − paper" in text and "+1.90" in text and "+0.41" in text   # 82.5-80.6, 80.5-80.09
     assert "≤ IWAE-5" in text
     claim = claim_section(text)
-    assert ("Here: <b>holds</b> — zforcing vs zforcing_aux (nats / image): as claimed.") in claim
+    assert "Here: <b>holds</b>.</p>" in claim
     # differences 1.9, 2.0, 2.1: mean 2, t(0.975, 2) = 4.303 x 0.1 / sqrt(3) = 0.248
     assert pair_rows(claim) == [("zforcing", "zforcing_aux", "3", "+2.00", "[+1.75, +2.25]",
                                  "as claimed")]
@@ -306,6 +306,15 @@ def test_findings_pointer_only_when_seeds_are_short(tmp_path, monkeypatch):
     (tmp_path / "findings" / "index.html").write_text("x")
     line = pages.findings_html([short])
     assert 'href="../findings/index.html"' in line and "committed yet" not in line
+
+
+def test_a_failed_claim_names_the_reversed_pair_and_nothing_else():
+    from pipeline.report import pages
+    from pipeline.report.verdict import pairs_from_order, verdict
+    v = verdict(pairs_from_order(["a", "b", "c"], {"a": [1, 2, 3], "b": [11, 12, 13.5],
+                                                    "c": [5, 6, 7.2]}, what="nats"))
+    line = pages.claim_line(tables_claim(v))
+    assert line.endswith("Here: <b>does not hold</b> — reversed: c behind b (nats).</p>")
 
 
 def tables_claim(v_results):

@@ -72,12 +72,11 @@ def findings_html(claims: list) -> str:
 
 def claim_line(c: tables.Claim) -> str:
     """The paper's claim, how it is checked here if that is ours, and the verdict."""
-    why = "; ".join(f"{r.pair.worse} vs {r.pair.better} ({r.pair.what}): {r.label}"
-                    for r in V.behind(c.verdict, c.results)
-                    if c.verdict in (V.HOLDS, V.FAILS))
+    why = "; ".join(f"{r.pair.better} behind {r.pair.worse} ({r.pair.what})"
+                    for r in c.results if r.outcome == V.REVERSED)
     return (f"<p><b>{esc(c.short)}</b>. The paper claims: {esc(c.says)}."
             + (f" Checked here as: {esc(c.checked_as)}." if c.checked_as else "")
-            + f" Here: <b>{esc(c.verdict)}</b>" + (f" — {esc(why)}" if why else "") + "."
+            + f" Here: <b>{esc(c.verdict)}</b>" + (f" — reversed: {esc(why)}" if why else "") + "."
             + (f" Not run here: {esc(', '.join(c.missing))}." if c.missing and c.results else "")
             + "</p>")
 

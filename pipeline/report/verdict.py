@@ -123,11 +123,3 @@ def verdict(pairs: list, alpha: float = ALPHA) -> tuple:
     return (f"{OPEN} ({seeds_word(n)})" if n < MIN_SEEDS else
             f"{OPEN} at this budget ({seeds_word(n)})"), results
 
-
-def behind(v: str, results: list) -> list:
-    """The results a verdict rests on: the reversed pairs, else the required ones not yet
-    ordered, else (holds) the required pairs."""
-    if v == FAILS:
-        return [r for r in results if r.outcome == REVERSED]
-    required = [r for r in results if r.pair.required]
-    return [r for r in required if r.outcome != AS_CLAIMED] or required
