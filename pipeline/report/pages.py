@@ -91,10 +91,10 @@ def verdict_html(sub: pd.DataFrame, s: dict) -> str:
     return "".join(out) if claims else note("The paper makes no claim checked on this table.")
 
 
-def summary_html(sub: pd.DataFrame, s: dict) -> str:
+def summary_html(claims: list) -> str:
     """The index's lines: one short verdict per claim (the page has the reasons)."""
     return "<ul>" + "".join(f"<li>{esc(c.short)}: <b>{esc(c.verdict)}</b></li>"
-                            for c in tables.claims(sub, s)) + "</ul>"
+                            for c in claims) + "</ul>"
 
 
 def confidence_html(paper: dict) -> str:
@@ -253,19 +253,20 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
     out = ["<h1>Z-Forcing reproduction: every table at a glance</h1>",
            f"<p>{esc(paper['source'])}. Each table's page has its numbers beside the paper's, "
            "the pairs behind every verdict, the runs and their provenance.</p>"]
-    found = [c for bench, _ in pages
-             for c in tables.claims(tables.bench_cells(cells, bench, tables.spec(paper, bench)),
-                                    tables.spec(paper, bench))]
-    out.append(findings_html(found))
+    tabs = []
     for bench, filename in pages:
         s = tables.spec(paper, bench)
         sub = tables.bench_cells(cells, bench, s)
+        tabs.append((bench, filename, s, sub, tables.claims(sub, s)))
+    out.append(findings_html([c for *_, claims in tabs for c in claims]))
+    for bench, filename, s, sub, claims in tabs:
         used = {i["data"].get("source") for i in sub["info"]}
         stale = sources.get(bench) and used != {sources[bench]}
         ours = tables.values(sub, s["quantity"])
-        out.append(f'<h2>{esc(s["title"])}</h2>' + data_line(sub, profile, seeds)
+        out.append(f'<h2><a href="{esc(filename)}">{esc(s["title"])}</a></h2>'
+                   + data_line(sub, profile, seeds)
                    + (note(f"params.yaml now asks for source {sources[bench]}: rerun the pipeline.")
-                      if stale else "") + summary_html(sub, s)
+                      if stale else "") + summary_html(claims)
                    + figures.row_ranges({r: list(v.values()) for r, v in ours.items() if v},
                                         f"{s['title']}: ours ({s['units']})",
                                         s["direction"] == "higher", dpi)
