@@ -78,6 +78,33 @@ def curves(histories: dict, panels: list, style: dict, dpi: int, alt: str) -> st
     return png(fig, dpi, alt)
 
 
+def row_ranges(vals: dict, title: str, higher: bool, dpi: int) -> str:
+    """Each row's seeds (dots), mean (bar) and min-max range (line), one line per row in
+    the given order (the paper's, worst first); better to the right."""
+    if not vals:
+        return ""
+    rows = list(vals)
+    style = styles(rows)
+    fig = Figure(figsize=(6.5, 0.8 + 0.22 * len(rows)))
+    ax = fig.subplots()
+    for i, row in enumerate(rows):
+        v = np.asarray(vals[row], dtype=float)
+        c = style[row]["color"]
+        ax.plot([v.min(), v.max()], [i, i], color=c, lw=1.5)
+        ax.plot(v, np.full(v.size, i), "o", color=c, ms=3, alpha=0.7)
+        ax.plot([v.mean()], [i], "|", color="k", ms=9, mew=1.5)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    if not higher:
+        ax.invert_xaxis()
+    ax.set_title(f"{title}, {'higher' if higher else 'lower'} is better: better →", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(left=0.22, right=0.97, top=1 - 0.35 / fig.get_figheight(),
+                        bottom=0.35 / fig.get_figheight())
+    return png(fig, dpi, title)
+
+
 def latent_usage(kl_per_dim: dict, style: dict, threshold: float, dpi: int) -> str:
     """A bar chart per (row, seed): KL per latent dimension, sorted, log scale, threshold."""
     cols = min(4, len(kl_per_dim))

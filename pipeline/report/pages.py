@@ -13,13 +13,11 @@ import numpy as np
 import pandas as pd
 
 from . import figures, tables
-from .verdict import verdict
+from . import verdict as V
 
-RULE = ("Rule: two rows are ordered when their min–max ranges over seeds do not overlap. "
-        "<b>holds</b>: every adjacent pair of the claim is ordered as the paper says; <b>does not "
-        "hold</b>: some pair is ordered the other way; otherwise <b>not resolved at this "
-        "budget</b>. With one seed a range is a single run, and the pair says “one seed”. Shown: "
-        "the adjacent pairs, and any pair further apart that is reversed.")
+# Where a findings run (several seeds) puts its pages, from the repository root; reports/
+# is the report stage's own output, replaced whole on every run, so they cannot live there.
+FINDINGS = "findings"
 
 
 def esc(x) -> str:
@@ -60,17 +58,43 @@ def guarantee_line(sub: pd.DataFrame) -> str:
             "a difference inside the seed spread is noise.</p>")
 
 
-def verdict_html(sub: pd.DataFrame, s: dict, full: bool) -> str:
-    pairs = tables.claim_pairs(sub, s)
-    v, behind = verdict(pairs)
-    named = "; ".join(f"{p.worse} vs {p.better} ({p.what}): {p.outcome}"
-                      + (", one seed" if p.one_seed else "") for p in behind)
-    missing = [r for r in s["claim"].get("order", []) if r not in set(sub["row"])]
-    out = (f"<p>The paper claims: {esc(s['claim']['says'])}. Here: <b>{esc(v)}</b>"
-           + (f" — {esc(named)}" if named else "") + "."
-           + (f" Not run here: {esc(', '.join(missing))}." if missing else "") + "</p>")
-    shown = [p for p in pairs if p.required or p.outcome == "reversed"]
-    return out + (f"<p>{RULE}</p>" + tables.table_html(tables.pairs_table(shown)) if full else "")
+def findings_html(claims: list) -> str:
+    """Where orderings get resolved, when some claim here is short of seeds. The link is
+    relative to reports/; whether a findings run is committed is read at render time."""
+    if not any(r.n < V.MIN_SEEDS for c in claims for r in c.results):
+        return ""
+    there = os.path.isfile(os.path.join(FINDINGS, "index.html"))
+    return (f"<p>A verdict needs at least {V.MIN_SEEDS} seeds per row. Runs with several seeds "
+            f"put their pages in <code>{FINDINGS}/</code>: <a href=\"../{FINDINGS}/index.html\">"
+            f"{FINDINGS}/index.html</a>" + ("." if there else
+                                            " (<b>no findings run is committed yet</b>).") + "</p>")
+
+
+def claim_line(c: tables.Claim) -> str:
+    """The paper's claim, how it is checked here if that is ours, and the verdict."""
+    why = "; ".join(f"{r.pair.better} behind {r.pair.worse} ({r.pair.what})"
+                    for r in c.results if r.outcome == V.REVERSED)
+    return (f"<p><b>{esc(c.short)}</b>. The paper claims: {esc(c.says)}."
+            + (f" Checked here as: {esc(c.checked_as)}." if c.checked_as else "")
+            + f" Here: <b>{esc(c.verdict)}</b>" + (f" — reversed: {esc(why)}" if why else "") + "."
+            + (f" Not run here: {esc(', '.join(c.missing))}." if c.missing and c.results else "")
+            + "</p>")
+
+
+def verdict_html(sub: pd.DataFrame, s: dict) -> str:
+    """The bench page's section: the rule, then every claim with its pairs."""
+    claims = tables.claims(sub, s)
+    out = [f"<p>Rule: {V.RULE}</p>", findings_html(claims)]
+    for c in claims:
+        shown = [r for r in c.results if r.pair.required or r.outcome == V.REVERSED]
+        out.append(claim_line(c) + (tables.table_html(tables.pairs_table(shown)) if shown else ""))
+    return "".join(out) if claims else note("The paper makes no claim checked on this table.")
+
+
+def summary_html(claims: list) -> str:
+    """The index's lines: one short verdict per claim (the page has the reasons)."""
+    return "<ul>" + "".join(f"<li>{esc(c.short)}: <b>{esc(c.verdict)}</b></li>"
+                            for c in claims) + "</ul>"
 
 
 def confidence_html(paper: dict) -> str:
@@ -117,7 +141,7 @@ class Bench:
         return tables.table_html(t) + "".join(map(note, notes)) + confidence_html(self.paper)
 
     def verdict(self) -> str:
-        return verdict_html(self.cells, self.s, full=True)
+        return verdict_html(self.cells, self.s)
 
     def runs(self) -> str:
         shared, differ = tables.settings_tables(self.cells)
@@ -222,19 +246,35 @@ class Bench:
 
 
 def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
-               rows: dict) -> str:
-    """Every table at a glance: data, budget, verdict, ours beside the paper's, links."""
+               rows: dict, dpi: int = 80) -> str:
+    """Every table at a glance: data and budget, a verdict line per claim, our rows' means
+    and seed ranges in the paper's order, a link to the table's page."""
     paper, cells = tables.load_paper(), tables.load_cells(eval_dir, rows, seeds)
     out = ["<h1>Z-Forcing reproduction: every table at a glance</h1>",
-           f"<p>{esc(paper['source'])}.</p>", confidence_html(paper)]
+           f"<p>{esc(paper['source'])}. Each table's page has its numbers beside the paper's, "
+           "the pairs behind every verdict, the runs and their provenance.</p>"]
+    tabs = []
     for bench, filename in pages:
         s = tables.spec(paper, bench)
         sub = tables.bench_cells(cells, bench, s)
+        tabs.append((bench, filename, s, sub, tables.claims(sub, s)))
+    out.append(findings_html([c for *_, claims in tabs for c in claims]))
+    for bench, filename, s, sub, claims in tabs:
         used = {i["data"].get("source") for i in sub["info"]}
         stale = sources.get(bench) and used != {sources[bench]}
+        ours = tables.values(sub, s["quantity"])
         out.append(f'<h2><a href="{esc(filename)}">{esc(s["title"])}</a></h2>'
                    + data_line(sub, profile, seeds)
                    + (note(f"params.yaml now asks for source {sources[bench]}: rerun the pipeline.")
-                      if stale else "") + verdict_html(sub, s, full=False)
-                   + tables.table_html(tables.main_table(sub, s, compact=True)))
-    return "\n".join(out) if pages else "\n".join(out + [note("Nothing evaluated yet.")])
+                      if stale else "") + summary_html(claims)
+                   + figures.row_ranges({r: list(v.values()) for r, v in ours.items() if v},
+                                        f"{s['title']}: ours ({s['units']})",
+                                        s["direction"] == "higher", dpi)
+                   + note("Our rows in the paper's order: a dot per seed, the bar at the mean, the "
+                          "line from the lowest seed to the highest.")
+                   + f'<p><a href="{esc(filename)}">The {esc(s["title"])} page</a>: the paper\'s '
+                   "numbers beside ours, the pairs behind each verdict, the runs.</p>"
+                   + "<details><summary>Ours beside the paper's</summary>"
+                   + tables.table_html(tables.main_table(sub, s, compact=True)) + "</details>")
+    out += [f"<h2>How a verdict is reached</h2><p>{V.RULE}</p>", confidence_html(paper)]
+    return "\n".join(out) if pages else "\n".join(out[:2] + [note("Nothing evaluated yet.")])

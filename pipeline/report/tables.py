@@ -3,19 +3,20 @@
 A cell is one (bench, row, seed): eval/<bench>/<row>/s<seed>/ holds metrics.json (headline
 numbers) and info.json (settings, data, training, provenance). A row's number is the mean
 over its seeds with the min-max range; the paper's values and claims are in
-paper_numbers.yaml beside this file.
+paper_numbers.yaml beside this file, and whether a claim holds is decided in verdict.py.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import pandas as pd
 import yaml
 
 from ..errors import UserError
-from .verdict import Pair, pairs_from_order
+from .verdict import NONE, Pair, pairs_from_order, verdict
 
 PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.yaml")
 BENCHES = ("timit", "blizzard", "mnist", "imdb")
@@ -36,7 +37,7 @@ def spec(paper: dict, bench: str) -> dict:
     """The paper's table for a bench; an unknown bench gets a bare log-likelihood table."""
     return paper["tables"].get(bench) or {"title": bench, "metric": "test bound", "units": "nats / seq",
                                           "quantity": "bound", "direction": "higher", "columns": {},
-                                          "claim": {"says": "nothing checked"}}
+                                          "claims": []}
 
 
 def load_cells(eval_dir: str, rows: dict, seeds: list) -> pd.DataFrame:
@@ -67,18 +68,20 @@ def benches(cells: pd.DataFrame) -> list:
 
 def bench_cells(cells: pd.DataFrame, bench: str, s: dict) -> pd.DataFrame:
     """The bench's cells in the paper's row order (rows it does not publish last), by seed."""
-    known = list(dict.fromkeys([*(s.get("rows") or {}), *s["claim"].get("order", [])]))
+    known = list(dict.fromkeys([*(s.get("rows") or {}),
+                                *(r for c in s.get("claims") or [] for r in c.get("order", []))]))
     sub = cells[cells["bench"] == bench].copy()
     sub["_k"] = [(known.index(r), "") if r in known else (len(known), r) for r in sub["row"]]
     return sub.sort_values(["_k", "seed"]).drop(columns="_k").reset_index(drop=True)
 
 
 def values(sub: pd.DataFrame, key: str) -> dict:
-    """row -> [metrics.json[key] of each seed], null values left out."""
+    """row -> {seed index: metrics.json[key]}, null values left out."""
     out = {}
-    for row, m in zip(sub["row"], sub["m"]):
+    for row, seed, m in zip(sub["row"], sub["seed"], sub["m"]):
         v = m.get(key)
-        out.setdefault(row, []).extend([float(v)] if v is not None and math.isfinite(v) else [])
+        out.setdefault(row, {}).update({int(seed): float(v)} if v is not None and math.isfinite(v)
+                                       else {})
     return out
 
 
@@ -90,8 +93,9 @@ def num(v, signed: bool = False) -> str:
     return f"{v:{'+' if signed else ''},.{1 if abs(v) >= 1000 else 2}f}"
 
 
-def spread(vals: list) -> str:
-    """'mean [min – max]' over seeds; one seed is just its number."""
+def spread(vals) -> str:
+    """'mean [min – max]' over seeds (a list, or {seed: value}); one seed is just its number."""
+    vals = list(vals.values()) if isinstance(vals, dict) else list(vals)
     if len(vals) < 2:
         return num(vals[0]) if vals else "—"
     return f"{num(sum(vals) / len(vals))} [{num(min(vals))} – {num(max(vals))}]"
@@ -103,6 +107,10 @@ def table_html(df: pd.DataFrame, cls: str = "t") -> str:
         return "<p><em>(none)</em></p>"
     out = df.style.hide(axis="index").format(escape="html").to_html(exclude_styles=True)
     return out.replace("<table>", f'<table class="{cls}">', 1)
+
+
+def mean(vals: dict) -> float:
+    return sum(vals.values()) / len(vals)
 
 
 def comparable(sub: pd.DataFrame) -> bool:
@@ -130,7 +138,7 @@ def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFram
              "paper": f"{SIGNS[pub['kind']]} {num(pub['value'])}" if pub else "—",
              "confidence": pub["confidence"] if pub else "—"}
         if comparable(sub) and not compact:
-            r["ours − paper"] = num(sum(ours[row]) / len(ours[row]) - pub["value"], True) \
+            r["ours − paper"] = num(mean(ours[row]) - pub["value"], True) \
                 if pub and ours[row] else "—"
         if quirk and not compact:
             r["authors' padded mean (quirk)"] = spread(quirk)
@@ -145,33 +153,80 @@ def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFram
     return df[["row", "in the paper", "seeds", f"ours ({s['units']})", "paper"]] if compact else df
 
 
-def claim_pairs(sub: pd.DataFrame, s: dict) -> list:
-    """The pairs behind the paper's claim on this bench (see verdict.py)."""
-    claim = s["claim"]
-    if "order" in claim:
-        return pairs_from_order(claim["order"], values(sub, s["quantity"]),
-                                s["direction"] == "higher", what=s["units"])
-    if "kl_at_ppl" not in claim:
-        return []
-    base, tol = claim["kl_at_ppl"]["base"], float(claim["kl_at_ppl"]["tolerance"])
-    kl, ppl, pairs = values(sub, "kl"), values(sub, "ppl"), []
-    for r in dict.fromkeys(r for r, i in zip(sub["row"], sub["info"])
-                           if r != base and i["settings"].get("aux")):
-        if kl.get(base) and kl.get(r):
-            pairs.append(Pair(base, r, tuple(kl[base]), tuple(kl[r]), True, what="KL"))
-        if ppl.get(base) and ppl.get(r):
-            pairs.append(Pair(f"{base} perplexity × {1 + tol:g}", r,
-                              tuple((1 + tol) * v for v in ppl[base]), tuple(ppl[r]), False,
-                              what="IWAE perplexity"))
-    return pairs
+@dataclass(frozen=True)
+class Claim:
+    short: str              # the index's label
+    says: str               # the paper's claim, in words
+    checked_as: str         # our operationalisation ("" when checked as the paper states it)
+    verdict: str
+    results: list           # verdict.Result of every pair
+    missing: list           # rows the claim names that this run lacks
 
 
-def pairs_table(pairs: list) -> pd.DataFrame:
-    return pd.DataFrame.from_records([{
-        "paper: behind": p.worse, "paper: ahead": p.better, "compared": p.what,
-        "ours behind": spread(list(p.worse_values)), "ours ahead": spread(list(p.better_values)),
-        "seeds": f"{len(p.worse_values)} / {len(p.better_values)}",
-        "outcome": p.outcome + (" (one seed)" if p.one_seed else "")} for p in pairs])
+def claims(sub: pd.DataFrame, s: dict) -> list:
+    """The paper's claims on this bench, each with its verdict (see verdict.py)."""
+    out = []
+    for c in s.get("claims") or []:
+        if "order" in c:
+            pairs = pairs_from_order(c["order"], values(sub, s["quantity"]),
+                                     s["direction"] == "higher", what=s["units"])
+            need, checked_as = c["order"], ""
+        else:
+            pairs, need, checked_as = latent_pairs(sub, **c["latents_in_use"])
+        missing = [r for r in need if r not in set(sub["row"])]
+        v, results = verdict(pairs)
+        if v == NONE and missing:
+            v = f"{NONE} (row{'s' if len(missing) > 1 else ''} {', '.join(missing)} not in this run)"
+        out.append(Claim(c["short"], c["says"], checked_as, v, results, missing))
+    return out
+
+
+def latent_pairs(sub: pd.DataFrame, base: str, rows: list, kl_floor: float,
+                 ppl_tolerance: float) -> tuple:
+    """(pairs, rows needed, 'checked here as' text) of the claim that the aux cost keeps the
+    latents in use at a similar perplexity: a collapsed posterior (KL under the floor, no
+    active unit) can never pass, whatever the perplexity."""
+    kl, ppl, au = values(sub, "kl"), values(sub, "ppl"), values(sub, "active_units")
+    pairs = []
+    if kl.get(base):
+        for r in (r for r in rows if kl.get(r)):
+            pairs += [Pair(base, r, kl[base], kl[r], True, what="KL / sentence"),
+                      Pair(f"KL floor {kl_floor:g}", r, {k: kl_floor for k in kl[r]}, kl[r], True,
+                           what="KL / sentence"),
+                      Pair("no active unit", r, {k: 0.0 for k in au.get(r, {})}, au.get(r, {}), True,
+                           what="active units"),
+                      Pair(f"{base} perplexity × {1 + ppl_tolerance:g}", r,
+                           {k: (1 + ppl_tolerance) * v for k, v in ppl.get(base, {}).items()},
+                           ppl.get(r, {}), False, what="IWAE perplexity")]
+    text = (f"{', '.join(rows)} against {base}: a KL above {base}'s and above {kl_floor:g} "
+            f"nat{'' if kl_floor == 1 else 's'} per sentence, active units above zero, and an IWAE perplexity at most "
+            f"{ppl_tolerance:.0%} above {base}'s (thresholds ours: the paper states none)")
+    return pairs, [base, *rows], text
+
+
+def seed_range(vals: dict, seeds: list) -> str:
+    """max − min over the given seeds; '—' for one seed."""
+    v = [vals[k] for k in seeds]
+    return num(max(v) - min(v)) if len(v) > 1 else "—"
+
+
+def pairs_table(results: list) -> pd.DataFrame:
+    """One line per pair: the mean paired difference (positive: the paper's way round), its
+    interval and level, and each side's spread over the shared seeds."""
+    recs = []
+    for r in results:
+        p, ok = r.pair, math.isfinite(r.lo)
+        recs.append({
+            "paper: behind": p.worse, "paper: ahead": p.better, "compared": p.what,
+            "seeds": str(r.n), "ours behind": spread({k: p.worse_values[k] for k in p.seeds}),
+            "ours ahead": spread({k: p.better_values[k] for k in p.seeds}),
+            "mean difference (+: paper's way)": num(r.mean, True),
+            "interval": f"[{num(r.lo, True)}, {num(r.hi, True)}]" if ok else "—",
+            "level": f"{r.level:.2%}" if ok else "—",
+            "seed spread behind / ahead": f"{seed_range(p.worse_values, p.seeds)} / "
+                                          f"{seed_range(p.better_values, p.seeds)}",
+            "outcome": r.label})
+    return pd.DataFrame.from_records(recs)
 
 
 def runs_table(sub: pd.DataFrame) -> pd.DataFrame:
