@@ -67,3 +67,12 @@ def test_env_refuses_another_python_in_one_line(tmp_path):
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "3.12" in res.stderr and "3.11" in res.stderr and "PYTHON=" in res.stderr
     assert not (tmp_path / "repo/.venv").exists() and "pip" not in log
+
+
+def test_a_venv_symlink_is_ignored(tmp_path):
+    """.venv may be a symlink to a shared environment: `.venv/` would match a folder only."""
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / ".venv").symlink_to(tmp_path / "elsewhere")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert subprocess.run(["git", "check-ignore", "-q", ".venv"], cwd=tmp_path).returncode == 0
