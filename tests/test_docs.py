@@ -2,6 +2,7 @@
 resolve, and docs/ covers every option and every data source."""
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -66,3 +67,24 @@ def test_data_doc_names_every_source_and_data_key():
     missing = sorted({key for keys in DATA_KEYS.values() for key in keys} - set(
         re.findall(r"`data\.(\w+)`", text)))
     assert not missing, f"docs/data.md does not describe data.{', data.'.join(missing)}"
+
+
+# run a stage as `python -m`, but stop at parse_args and print the options that lack help
+NO_HELP = """
+import argparse, runpy, sys
+def report(self, *a, **k):
+    print(" ".join(x.dest for x in self._actions if not x.help) or "-")
+    sys.exit(0)
+argparse.ArgumentParser.parse_args = report
+runpy.run_module(sys.argv[1], run_name="__main__")
+"""
+
+
+def test_every_stage_option_has_help():
+    stages = sorted(p.stem for p in (ROOT / "stages").glob("*.py")
+                    if "ArgumentParser(" in p.read_text())
+    assert {"check", "download", "prepare", "train", "evaluate", "report"} <= set(stages)
+    for stage in stages:
+        res = subprocess.run([sys.executable, "-c", NO_HELP, f"stages.{stage}"], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        assert res.stdout.strip() == "-", f"stages/{stage}.py: no help= for {res.stdout.strip()}"
