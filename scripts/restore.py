@@ -12,10 +12,12 @@ conf/ are left alone. Nothing is retrained.
 
 In a fresh clone the cache is empty: the script then says so in one line (the files in
 git are restored all the same) and exits 1. `dvc pull` fetches the outputs from a
-remote; `dvc repro` retrains them.
+remote; `dvc repro` retrains them. An output DVC never saved (a stage killed while
+writing it) is kept, and named, unless you pass --force.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -46,9 +48,16 @@ def remove_stale_outputs() -> list[str]:
     return [s for s in stale if s]
 
 
-def dvc_checkout() -> int:
-    res = subprocess.run([sys.executable, "-m", "dvc", "checkout"], capture_output=True, text=True)
+def dvc_checkout(force: bool) -> int:
+    cmd = [sys.executable, "-m", "dvc", "checkout"] + (["--force"] if force else [])
+    res = subprocess.run(cmd, capture_output=True, text=True)
     out = res.stdout + res.stderr
+    if res.returncode and "without confirmation" in out:
+        # an output DVC never saved (a stage killed while writing it): keep it unless told
+        unsaved = [os.path.relpath(s) for s in map(str.strip, out.splitlines()[1:]) if s]
+        print(f"error: {', '.join(unsaved)}: not saved in DVC's cache; `dvc commit` keeps "
+              f"it, `python scripts/restore.py --force` discards it", file=sys.stderr)
+        return 1
     if res.returncode and "Checkout failed for following targets" in out:
         # DVC lists every missing output (over 100 lines in a fresh clone), then a hint
         listed = out.split("Checkout failed for following targets:", 1)[1].splitlines()
@@ -63,10 +72,14 @@ def dvc_checkout() -> int:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--force", action="store_true",
+                    help="discard outputs that differ from the cache and are not saved in it")
+    args = ap.parse_args()
     os.chdir(git("rev-parse", "--show-toplevel").strip())
     restore_from_git()
     stale = remove_stale_outputs()
-    rc = dvc_checkout()
+    rc = dvc_checkout(args.force)
     if rc == 0:
         extra = f"; removed {len(stale)} outputs the commit lacks" if stale else ""
         print(f"restored params.yaml, dvc.lock, metrics, pages and outputs to HEAD{extra}")

@@ -107,3 +107,15 @@ def test_restore_in_a_fresh_clone_is_one_line(project):
     assert res.stderr.count("\n") == 1 and "not in the local cache" in res.stderr, res.stderr
     assert "dvc pull" in res.stderr and "dvc repro" in res.stderr
     assert run("git status --porcelain", clone).stdout == ""
+
+
+def test_restore_keeps_an_unsaved_output_unless_forced(project):
+    model = project / "models/s0"
+    model.chmod(0o644)
+    model.write_text("half written")
+    res = run(RESTORE, project, check=False)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: models/s0: ") and "--force" in res.stderr
+    assert model.read_text() == "half written"
+    run(f"{RESTORE} --force", project)
+    assert model.read_text() == "1" and run("git status --porcelain", project).stdout == ""
