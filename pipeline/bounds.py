@@ -145,7 +145,7 @@ def evaluate(model, loader, iwae_k: int = 0, iwae_chunk: int = 16, samples_per_s
 
 
 def padded_mean_quirk(res: dict) -> dict:
-    """The official TIMIT evaluation's mean (SPEC §3 quirk 2): padded empty utterances of
+    """The official TIMIT evaluation's mean (docs/model.md, quirk 2): padded empty utterances of
     the last batch count in the denominator, so per-sequence figures shrink by
     sequences / padded_sequences (1680 / 1696 at batch 32). Other figures are unchanged."""
     scale = res["sequences"] / res["padded_sequences"]

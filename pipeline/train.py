@@ -1,4 +1,4 @@
-"""The training loop: SPEC §1's per-update loss, schedules, clipping, skipped updates,
+"""The training loop: the per-update loss of docs/model.md, schedules, clipping, skipped updates,
 device-side logging, validation with the learning-rate recipe, and exact resume.
 
 Per update:  loss = mean_b[ -log p(y|...) + bwd*NLL_bwd + aux_w*AUX + kl_w*KL ]

@@ -1,4 +1,4 @@
-"""Write an offline HTML template for `dvc plots show` (DVC_NOTES pitfall 7).
+"""Write an offline HTML template for `dvc plots show` (its default page loads a CDN).
 
 DVC's default plots page loads Vega, Vega-Lite and vega-embed from a CDN, so it is blank
 on a machine without network. vl-convert-python bundles those libraries; this script

@@ -54,8 +54,9 @@ def check(params: dict) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/params.ok")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--out", default="data/params.ok",
+                    help="written when every value passes (%(default)s)")
     args = ap.parse_args()
     cells = check(P.read(args.params))
     write_json(args.out, {"checked": True})

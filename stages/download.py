@@ -18,9 +18,9 @@ from stages.common import run
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bench")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("bench", help="timit, blizzard, mnist or imdb")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--out", required=True, help="raw data folder, e.g. data/timit/raw")
     args = ap.parse_args()
     from pipeline.datasets.registry import download
     cfg = P.data_config(P.read(args.params), args.bench)

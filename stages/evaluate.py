@@ -49,13 +49,13 @@ def headline(test: dict, exact: bool, bench: str) -> tuple[dict, str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bench")
-    ap.add_argument("row")
-    ap.add_argument("seed", type=int)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("bench", help="timit, blizzard, mnist or imdb")
+    ap.add_argument("row", help="a row of the table, e.g. zforcing_aux (pipeline/rows.py)")
+    ap.add_argument("seed", type=int, help="seed index, as given to the train stage")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--data", required=True, help="prepared data folder, e.g. data/timit/prepared")
     ap.add_argument("--model", required=True, help="folder written by the train stage")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="metrics folder, e.g. eval/timit/zforcing/s0")
     args = ap.parse_args()
 
     params = P.read(args.params)

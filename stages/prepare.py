@@ -17,10 +17,10 @@ from stages.common import run
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bench")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--raw", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("bench", help="timit, blizzard, mnist or imdb")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--raw", required=True, help="the download stage's folder, e.g. data/timit/raw")
+    ap.add_argument("--out", required=True, help="prepared arrays folder, e.g. data/timit/prepared")
     args = ap.parse_args()
     from pipeline.datasets.registry import prepare
     cfg = P.data_config(P.read(args.params), args.bench)

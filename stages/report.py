@@ -52,11 +52,11 @@ def read_params(path: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--eval", default="eval", dest="eval_dir")
-    ap.add_argument("--models", default="models")
-    ap.add_argument("--data", default="data")
-    ap.add_argument("--out", default="reports")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--eval", default="eval", dest="eval_dir", help="evaluated cells (%(default)s)")
+    ap.add_argument("--models", default="models", help="trained cells (%(default)s)")
+    ap.add_argument("--data", default="data", help="prepared data, for audio clips (%(default)s)")
+    ap.add_argument("--out", default="reports", help="pages, replaced whole (%(default)s)")
     args = ap.parse_args(argv)
     from pipeline.report import html, tables  # after argument parsing: slow imports
 

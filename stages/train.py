@@ -37,14 +37,15 @@ from stages.common import StageError, code_hash, output_dir, run, setup_torch, w
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bench")
-    ap.add_argument("row")
+    ap.add_argument("bench", help="timit, blizzard, mnist or imdb")
+    ap.add_argument("row", help="a row of the table, e.g. zforcing_aux (pipeline/rows.py)")
     ap.add_argument("seed", type=int, help="seed index (cell seed = train.seed + index)")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    ap.add_argument("--data", required=True, help="prepared data folder, e.g. data/timit/prepared")
+    ap.add_argument("--out", required=True, help="model folder, e.g. models/timit/zforcing/s0")
     ap.add_argument("--live", default=None, help="dvclive folder (default live/<bench>/<row>/s<seed>)")
-    ap.add_argument("--ckpt-root", default=".ckpt")
+    ap.add_argument("--ckpt-root", default=".ckpt",
+                    help="resumable checkpoints, a folder per settings hash (%(default)s)")
     args = ap.parse_args()
 
     params = P.read(args.params)

@@ -3,7 +3,7 @@
 run(ckpt) trains a tiny Z-Forcing on generated audio-like frames (noisy sinusoids),
 checkpointing every 3 updates, and returns train()'s result. The run is 24 updates long:
 not a multiple of log_every (9), so the last update has its own final log and final
-validation (the case issue 14 found lost on resume), and validation runs every 5 updates.
+validation (the case once lost on resume), and validation runs every 5 updates.
 
 With pause_at set, the run reports that marker through `notify` and then waits there, so
 the test's signal lands at a known place:

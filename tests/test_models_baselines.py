@@ -1,4 +1,4 @@
-"""Baselines of the speech table (issue 5, SPEC §2): output families, RNN, VRNN, SRNN,
+"""Baselines of the speech table (docs/model.md): output families, RNN, VRNN, SRNN,
 parameter budgets. Tiny sizes throughout; one thread (the CI box is shared)."""
 from __future__ import annotations
 

@@ -296,3 +296,23 @@ def test_set_param_wins_over_the_default_profile(tmp_path):
     saved = json.loads((dst / "models/timit/rnn_gauss/s0/model.json").read_text())
     assert saved["train_config"]["lr"] == 0.0005 and saved["train_config"]["max_updates"] == 10
     assert params(dst)["train"]["lr"] == 0.0005 and params(dst)["profile_name"] == "default"
+
+
+def test_restore_after_an_experiment_is_clean(repo):
+    """scripts/restore.py after an experiment that adds a seed and changes aux_weight (its
+    page edit emulated): params, lock, metrics, pages and .gitignore entries back to the
+    commit, the new seed's outputs gone, `git status` and `dvc status` clean."""
+    new = max(params(repo)["seeds"]) + 1
+    model = repo / "models/timit/zforcing_aux/s0/model.npz"
+    before = model.read_bytes()
+    sh(f"dvc exp run -S aux_weight=0.03 -S 'seeds=[0,{new}]' "
+       f"evaluate_timit_aux@zforcing_aux-{new}", repo)
+    with open(repo / "reports/index.html", "a") as page:
+        page.write("profile changed")
+    assert (repo / f"eval/timit/zforcing_aux/s{new}/metrics.json").exists()
+    res = sh("python scripts/restore.py", repo)
+    assert "restored" in res.stdout and res.stdout.count("\n") == 1, res.stdout
+    assert sh("git status --porcelain", repo).stdout == ""
+    assert not (repo / f"models/timit/zforcing_aux/s{new}").exists()
+    assert model.read_bytes() == before
+    assert "up to date" in sh("dvc status", repo).stdout

@@ -1,4 +1,4 @@
-"""Faults around the training loop (issue 14): a run killed anywhere and resumed ends with
+"""Faults around the training loop: a run killed anywhere and resumed ends with
 exactly the history, best state and last state of a run never interrupted; a checkpoint
 of another run is refused. The killed runs are tests/fault_child.py in child processes
 forked from a forkserver that imports torch once, so nine kills take seconds."""
@@ -25,7 +25,7 @@ from toy import sine_loader
 TIMING = ("frames_per_s", "ms_per_update")  # wall-clock fields, the only ones allowed to differ
 CFG = fault_child.CFG
 LAST = CFG.max_updates
-assert LAST % CFG.log_every and LAST % CFG.ckpt_every == 0  # the case issue 14 found
+assert LAST % CFG.log_every and LAST % CFG.ckpt_every == 0  # the case once lost on resume
 
 
 def summary(out: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Sentence-level language-model data (the IMDB protocol of Table 3, SPEC §3).
+"""Sentence-level language-model data (the IMDB protocol of Table 3, docs/data.md).
 
 Protocol, after the authors' research code (latent-networks, lm_data.py):
   - lower-cased sentences of 5-16 tokens; punctuation marks are tokens and count towards

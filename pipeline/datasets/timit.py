@@ -14,7 +14,7 @@ SPLITS = ("train", "valid", "test")
 ROW_FRAMES = 40
 OBTAIN = ("TIMIT (LDC93S1) is licensed: obtain it from https://catalog.ldc.upenn.edu/LDC93S1 "
           "and set benchmarks.timit.data.path to the folder holding TRAIN/ and TEST/")
-# SRNN's original split as published by the STCN authors (SPEC section 3).
+# SRNN's original split as published by the STCN authors (docs/data.md).
 _RAW = "https://raw.githubusercontent.com/emreaksan/stcn/master/experiments_speech/data_scripts_timit/"
 PUBLISHED_LISTS = {
     "train": (_RAW + "timit_train_files.txt", "a42f15bcd52561776611b84f99d3bf9225671908a4ce7b2faa1c643d06d8b1c6", 4389),

@@ -1,6 +1,6 @@
 """Model registry: the pipeline grid's `model` values -> builders taking a ModelConfig.
 
-Names (one per row of the paper's speech table, SPEC §2; `model.exact` says = or ≥):
+Names (one per row of the paper's speech table, docs/model.md; `model.exact` says = or ≥):
   zforcing       Z-Forcing, output family from cfg.output                      ≥
   zforcing_ar    zforcing with output "ar_gaussian" (same family as rnn_ar)    ≥
   rnn            LSTM baseline, output family from cfg.output                  =

@@ -108,7 +108,7 @@ def make_output(family: str, in_dim: int, x_dim: int, **opts) -> nn.Module:
     return OUTPUTS[family](in_dim, x_dim, **opts)
 
 
-# -- families added for the baselines (SPEC §2): usable by every model, Z-Forcing included --
+# -- families added for the baselines (docs/model.md): usable by every model, Z-Forcing included --
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0  # output log-variance range of the GMM and AR families
 
@@ -123,7 +123,7 @@ def bounded_logvar(raw: torch.Tensor) -> torch.Tensor:
 
 class GMMOutput(nn.Module):
     """Mixture of `components` diagonal Gaussians over the whole frame, one set of mixture
-    weights per frame (RNN-GMM / VRNN-GMM, SPEC §2; Chung et al. 2015 use 20 components):
+    weights per frame (RNN-GMM / VRNN-GMM, docs/model.md; Chung et al. 2015 use 20 components):
 
         p(y | h) = sum_k pi_k(h) prod_i N(y_i; mu_ki(h), exp(logvar_ki(h)))
     """
@@ -170,7 +170,7 @@ class MaskedLinear(nn.Linear):
 
 
 class ARGaussianOutput(nn.Module):
-    """Gaussian output autoregressive inside the frame (after Dai et al. 2019, SPEC §2):
+    """Gaussian output autoregressive inside the frame (after Dai et al. 2019, docs/model.md):
 
         p(y | h) = prod_i N(y_i; mu_i(h, y_<i), exp(logvar_i(h, y_<i)))
 

@@ -1,4 +1,4 @@
-"""Deterministic LSTM baselines of the speech table (SPEC §2): RNN-Gauss, RNN-GMM and,
+"""Deterministic LSTM baselines of the speech table (docs/model.md): RNN-Gauss, RNN-GMM and,
 after Dai et al. 2019 ("Re-examination of the role of latent variables in sequence
 modeling"), an RNN whose output is autoregressive inside the 200-sample frame.
 

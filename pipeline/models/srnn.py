@@ -1,5 +1,5 @@
 """SRNN (Fraccaro et al. 2016, "Sequential Neural Models with Stochastic Layers"), the
-"SRNN (smooth + Res_q)" row of the speech table (SPEC §2).
+"SRNN (smooth + Res_q)" row of the speech table (docs/model.md).
 
     deterministic  d_t = LSTM(d_{t-1}, emb(x_t))            (x_t = y_{t-1}: Fraccaro's u_t)
     prior          p(z_t | z_{t-1}, d_t)                    Gaussian MLP on [z_{t-1}; d_t]

@@ -1,5 +1,5 @@
 """VRNN (Chung et al. 2015, "A Recurrent Latent Variable Model for Sequential Data"), the
-VRNN-I-Gauss / VRNN-Gauss / VRNN-GMM rows of the speech table (SPEC §2).
+VRNN-I-Gauss / VRNN-Gauss / VRNN-GMM rows of the speech table (docs/model.md).
 
 Chung et al. write, for targets y_t (their x_t):
     prior      p(z_t | h_{t-1})              (VRNN-I: N(0, I))

@@ -1,6 +1,6 @@
 """Z-Forcing (Goyal et al. 2017): a latent z_t per step conditions an LSTM; the posterior
 reads a backward LSTM state b_t over the future targets; an auxiliary cost makes z_t
-reconstruct b_t. SPEC.md §1 gives every detail; comments name the authors' flags.
+reconstruct b_t. docs/model.md gives the equations; comments name the authors' flags.
 
 Shapes: inputs are batch-first, the recurrence runs time-major. Everything that depends
 only on the data (embeddings, the backward LSTM, its share of the posterior, the

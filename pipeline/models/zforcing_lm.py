@@ -1,6 +1,6 @@
 """Z-Forcing language model (Table 3, IMDB) with the authors' language-model cell.
 
-Same latent structure as pipeline/models/zforcing.py (SPEC §1): prior p(z_t | h_{t-1}),
+Same latent structure as pipeline/models/zforcing.py (docs/model.md): prior p(z_t | h_{t-1}),
 posterior q(z_t | h_{t-1}, b_t) with b_t a backward LSTM state over y_t..y_T (reversed
 within each sentence's own length), aux cost -log N(stopgrad(b_t); tanh(mu_a), e^lv_a)
 from z_t (z_force) or [h_{t-1}; z_t], softmax output over the vocabulary on h_t.
