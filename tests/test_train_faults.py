@@ -191,3 +191,74 @@ def test_model_of_other_architecture_is_refused(tmp_path):
     other = ModelConfig(**{**dataclasses.asdict(fault_child.MODEL), "name": "rnn"})
     with pytest.raises(CheckpointMismatch, match="model_class is 'ZForcing' there, 'RNN' now"):
         _short_run(ckpt, other)
+
+
+def test_resume_key_follows_the_data_bytes_not_the_manifest(tmp_path):
+    """Issue 24, F3: two prepared folders with the same manifest.json and other arrays
+    must not share a checkpoint folder; a copy of the same bytes elsewhere does."""
+    import numpy as np
+
+    def prepared(name, seed):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text('{"kind": "binary", "splits": {"train": {"file": "train.npy"}}}')
+        np.save(folder / "train.npy", np.random.default_rng(seed).integers(0, 2, (8, 16), dtype=np.uint8))
+        return folder
+
+    settings = {"cell": "mnist/zforcing/s0", "train": dataclasses.asdict(CFG)}
+    a, other, copy = prepared("a", 0), prepared("other", 1), prepared("copy", 0)
+    key = checkpoint.resume_key(settings, a)
+    assert len(key) == 16 and key == checkpoint.resume_key(settings, copy)
+    assert checkpoint.resume_key(settings, other) != key
+    assert checkpoint.resume_key({**settings, "cell": "mnist/zforcing/s1"}, a) != key
+    (copy / "train.npy").rename(copy / "valid.npy")  # same bytes under another name
+    assert checkpoint.resume_key(settings, copy) != key
+
+
+STAGE_KEYS = """
+import sys
+import pipeline.train
+from stages import train as stage
+
+class Stop(Exception):
+    pass
+
+def fake_train(*args, ckpt_path, **kw):
+    print("ckpt", ckpt_path)
+    raise Stop
+
+pipeline.train.train = fake_train
+for data in sys.argv[1:]:
+    sys.argv = ["train", "mnist", "zforcing", "0", "--data", data, "--out", data + "-model",
+                "--live", data + "-live", "--ckpt-root", data + "-ckpt"]
+    try:
+        stage.main()
+    except Stop:
+        pass
+"""
+
+
+def test_train_stage_keys_its_checkpoint_on_the_prepared_arrays(tmp_path):
+    """The stage itself (up to the training call): prepared data with the same manifest and
+    other arrays gets another checkpoint folder."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pipeline.datasets.mnist import _write
+
+    def prepared(name, seed):
+        rng = np.random.default_rng(seed)
+        splits = {s: rng.integers(0, 2, (40, 16), dtype=np.uint8) for s in ("train", "valid", "test")}
+        _write(tmp_path / name, "embedded", splits, {})
+        return tmp_path / name
+
+    a, b = prepared("a", 0), prepared("b", 1)
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", STAGE_KEYS, str(a), str(b)], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    paths = [Path(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("ckpt ")]
+    assert len(paths) == 2 and paths[0].parent.name != paths[1].parent.name
