@@ -262,3 +262,59 @@ def test_train_stage_keys_its_checkpoint_on_the_prepared_arrays(tmp_path):
     assert res.returncode == 0, res.stderr
     paths = [Path(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("ckpt ")]
     assert len(paths) == 2 and paths[0].parent.name != paths[1].parent.name
+
+
+def _swap_killed_at(out: Path, step: int, can_exchange: bool) -> int:
+    """atomic_dir writing "new" over `out` in a forked child, SIGKILLed just before the
+    `step`-th file-system step after its block (an exchange, a rename or a removal);
+    the child's exit status (0: it finished before that step)."""
+    from pipeline.datasets import storage
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            count = [0]
+
+            def dying(fn):
+                def call(*args, **kw):
+                    count[0] += 1
+                    if count[0] == step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return fn(*args, **kw)
+                return call
+            with storage.atomic_dir(out) as tmp:
+                (Path(tmp) / "version").write_text("new")
+                real = getattr(storage, "exchange", None)
+                storage.exchange = dying(real if can_exchange else lambda a, b: False)
+                storage.os.replace, storage.shutil.rmtree = dying(os.replace), dying(storage.shutil.rmtree)
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+@pytest.mark.parametrize("can_exchange", [True, False], ids=["rename-exchange", "two-renames"])
+def test_output_folder_swap_killed_anywhere_leaves_the_old_or_the_new(tmp_path, can_exchange):
+    """Issue 24, F8: a stage's output folder (stages.common.output_dir) is swapped in by
+    atomic_dir. With a rename-exchange, `out` holds the old or the new folder whenever a
+    kill lands; with two renames (no exchange), the next call puts the old one back
+    before it starts."""
+    from pipeline.datasets.storage import atomic_dir, exchange
+    if can_exchange:
+        (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+        if not exchange(tmp_path / "a", tmp_path / "b"):
+            pytest.skip("no rename-exchange on this system or filesystem")
+    killed = 0
+    for step in range(1, 7):
+        out = tmp_path / f"step{step}" / "prepared"
+        out.mkdir(parents=True)
+        (out / "version").write_text("old")
+        status = _swap_killed_at(out, step, can_exchange)
+        killed += status != 0
+        if not can_exchange:  # the next call's recovery, then a failing block: nothing new
+            with pytest.raises(RuntimeError), atomic_dir(out):
+                raise RuntimeError
+        assert (out / "version").read_text() in ("old", "new"), f"killed at step {step}"
+        assert os.listdir(out) == ["version"]
+        with atomic_dir(out) as tmp:  # and the next run ends clean
+            (Path(tmp) / "version").write_text("next")
+        assert os.listdir(out.parent) == ["prepared"] and (out / "version").read_text() == "next"
+    assert killed == (2 if can_exchange else 5)  # every step was hit, then the run finished
