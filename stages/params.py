@@ -406,10 +406,11 @@ def table_rows(params: dict, bench: str) -> dict:
     betas = b.get("betas") or {}
     if not isinstance(betas, dict):
         raise ParamError(f"benchmarks.{bench}.betas: expected a mapping of beta row -> aux weight")
-    stray = sorted(set(betas) - {n for n, r in out.items() if r.beta})
+    beta = [n for n, r in catalogue.items() if r.beta]  # a profile may train fewer of them
+    stray = sorted(set(betas) - set(beta))
     if stray:
-        raise ParamError(f"benchmarks.{bench}.betas.{stray[0]}: not a row of benchmarks.{bench}."
-                         f"beta_rows (misspelt?); beta_rows: {', '.join(b.get('beta_rows') or []) or 'none'}")
+        raise ParamError(f"benchmarks.{bench}.betas.{stray[0]}: not a beta row of this table "
+                         f"(misspelt?); its beta rows: {', '.join(beta) or 'none'}")
     return out
 
 
