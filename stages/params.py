@@ -248,9 +248,8 @@ RULES = {
     "eval.precision": one_of(*PRECISIONS),
     "report.audio_examples": Rule(int, lambda v: v >= 0, "cannot be negative (0 = no audio)"),
     "report.audio_seconds": positive(),
-    "report.dpi": within(int, 20, 600, "must be in [20, 600]"),
-    # log-mel of a 25 ms window at 16 kHz: 201 frequency bins, so more bands leave some empty
-    "report.n_mels": within(int, 1, 128, "must be in [1, 128]"),
+    "report.dpi": within(int, 20, 300, "must be in [20, 300]"),  # the report stage's own ranges
+    "report.n_mels": within(int, 8, 256, "must be in [8, 256]"),
     "report.active_threshold": at_least(float, 0),
 }
 
