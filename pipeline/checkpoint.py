@@ -8,11 +8,14 @@ not, so flipped bytes would load silently), then uses torch.load(weights_only=Tr
 tensors, dicts, lists, tuples and plain values only, so a pickled payload is refused
 without running. Training checkpoints use torch's format; pipeline outputs whose hashes
 DVC records use save_npz, whose bytes depend only on the arrays (torch.save stamps a
-random id). fingerprint/check_fingerprint tell a checkpoint of this run from another's.
+random id). fingerprint/check_fingerprint tell a checkpoint of this run from another's;
+resume_key names the folder a run checkpoints into, from its settings and its data's bytes.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -174,3 +177,24 @@ def check_fingerprint(saved: dict | None, current: dict, path) -> None:
             show = lambda v: "absent" if v is _ABSENT else repr(v)  # noqa: E731
             raise CheckpointMismatch(f"{path} was written by another run ({key} is {show(a)} "
                                      f"there, {show(b)} now); {fix}")
+
+
+def folder_digest(folder) -> str:
+    """sha256 over every file under `folder`: its relative path, then its bytes, in sorted
+    order. A prepared dataset's content, whatever its manifest says."""
+    root, h = Path(folder), hashlib.sha256()
+    for p in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def resume_key(settings: dict, data) -> str:
+    """16 hex digits naming a run's checkpoint folder: its settings (JSON-able) and the
+    content of its data folder, so a run on other arrays never resumes this checkpoint,
+    even when their manifest.json is the same."""
+    blob = json.dumps({"settings": settings, "data": folder_digest(data)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -3,11 +3,16 @@
     dvc repro -f                  # rerun everything: on a GPU, another CPU, another OS
     python scripts/verify.py      # compare with the committed run (--rev to pick another)
 
+First, each metrics file of the commit is checked against the hash its own dvc.lock records
+for it: a number edited by hand after the run (and committed) is not the run's result, and
+comparing with it would prove nothing. Exit status 1 names each such file.
+
 On an x86-64 CPU with AVX2 and the pinned wheels the rerun should match byte for byte:
 `dvc.lock` and `reports/` are then unchanged, and that is the whole check. Where bytes
 cannot match (GPUs, other architectures, `train.compile`), every metric of every cell is
 compared with the committed one within the tolerances below, and the ones that moved are
-listed. Exit status 0: identical or within tolerance; 1: something moved beyond it.
+listed. Exit status 0: identical or within tolerance; 1: something moved beyond it (or a
+committed metrics file is not its dvc.lock's); 2: a file that cannot be read (one line).
 
 The tolerances are stated, not tuned after the fact: without kernel pinning, a rerun on a
 second AVX2 machine moved the default profile's bounds by 0.2-0.8 % (BENCHMARKS.md), so 2 %
@@ -17,38 +22,78 @@ differences of large numbers and move more; active units are counts.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 # metric -> (relative, absolute) tolerance: |now - committed| <= rel * |committed| + abs
 TOLERANCE = {"kl": (0.10, 1.0), "kl_per_word": (0.10, 0.01), "active_units": (0.0, 2.0)}
 DEFAULT = (0.02, 0.0)
 
 
-def numbers(files: dict) -> dict:
-    """{metrics file: its JSON text} -> {(file, metric): value}, numbers only."""
+class Unreadable(Exception):
+    """A metrics file or dvc.lock that cannot be parsed: the message is the whole report."""
+
+
+def numbers(files: dict, where: str = "") -> dict:
+    """{metrics file: its JSON bytes} -> {(file, metric): value}, numbers only."""
     out = {}
-    for path, text in files.items():
-        for key, value in json.loads(text).items():
+    for path, raw in files.items():
+        try:
+            metrics = json.loads(raw)
+        except ValueError as err:  # bad UTF-8 too
+            raise Unreadable(f"{path}{where} is not JSON ({err}); restore it with `git checkout "
+                             f"-- {path}` or rerun its stage") from None
+        if not isinstance(metrics, dict):
+            raise Unreadable(f"{path}{where}: expected a JSON object of metrics, got {type(metrics).__name__}")
+        for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[(path, key)] = float(value)
     return out
 
 
+def git(*args: str) -> bytes:
+    res = subprocess.run(["git", *args], capture_output=True)
+    if res.returncode:
+        why = (res.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[0]
+        raise Unreadable(f"git {' '.join(args)}: {why}")
+    return res.stdout
+
+
+def git_show(rev: str, path: str) -> bytes:
+    return git("show", f"{rev}:{path}")
+
+
 def committed_metrics(rev: str) -> dict:
     """Every eval/**/metrics.json in git at `rev` (they are in git: cache: false)."""
-    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "--", "eval"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    return {n: subprocess.run(["git", "show", f"{rev}:{n}"], capture_output=True, text=True,
-                              check=True).stdout for n in names if n.endswith("/metrics.json")}
+    names = git("ls-tree", "-r", "--name-only", rev, "--", "eval").decode().split()
+    return {n: git_show(rev, n) for n in names if n.endswith("/metrics.json")}
 
 
 def workspace_metrics() -> dict:
-    return {p.as_posix(): p.read_text() for p in sorted(Path("eval").glob("**/metrics.json"))}
+    return {p.as_posix(): p.read_bytes() for p in sorted(Path("eval").glob("**/metrics.json"))}
+
+
+def recorded_md5(lock: bytes, where: str) -> dict:
+    """{path: md5} of every single-file output dvc.lock records (folders end in .dir)."""
+    try:
+        stages = (yaml.safe_load(lock) or {}).get("stages", {})
+        return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])
+                if "md5" in o and not o["md5"].endswith(".dir")}
+    except (yaml.YAMLError, AttributeError, TypeError, KeyError) as err:
+        raise Unreadable(f"dvc.lock{where} is not a DVC lock file ({type(err).__name__}); "
+                         "restore it with `git checkout -- dvc.lock`") from None
+
+
+def not_as_recorded(files: dict, lock: bytes, where: str) -> list[str]:
+    """The metrics files whose bytes differ from the md5 dvc.lock records for them."""
+    md5 = recorded_md5(lock, where)
+    return [p for p, raw in files.items() if p in md5 and hashlib.md5(raw).hexdigest() != md5[p]]
 
 
 def compare(committed: dict, now: dict) -> pd.DataFrame:
@@ -70,18 +115,37 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the committed run to compare with (git revision)")
     args = ap.parse_args(argv)
+    try:
+        return verify(args.rev)
+    except Unreadable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def verify(rev: str) -> int:
+    committed, now = committed_metrics(rev), workspace_metrics()
+    before, after = numbers(committed, f" at {rev}"), numbers(now, " in the workspace")  # readable?
+    # the committed run must be what its dvc.lock says; the rerun in the workspace is what
+    # is being checked, so its numbers are compared, not trusted or refused
+    edited = not_as_recorded(committed, git_show(rev, "dvc.lock"), f" at {rev}")
+    for path in edited:
+        print(f"{path} at {rev} is not the file its dvc.lock records (edited after the run?): "
+              "its numbers are not the run's", file=sys.stderr)
+    if edited:
+        return 1
     # metrics.json files are in git (cache: false), so a hand-edited number shows here too
-    diff = subprocess.run(["git", "diff", "--quiet", args.rev, "--", "dvc.lock", "reports", "eval"])
+    diff = subprocess.run(["git", "diff", "--quiet", rev, "--", "dvc.lock", "reports", "eval"])
     if diff.returncode == 0:
-        print(f"byte for byte: dvc.lock, reports/ and the metrics match {args.rev}")
+        print(f"byte for byte: dvc.lock, reports/ and the metrics match {rev}, and each metrics "
+              "file is the one its dvc.lock records")
         return 0
-    table = compare(numbers(committed_metrics(args.rev)), numbers(workspace_metrics()))
+    table = compare(before, after)
     if table.empty:
         print("no metrics found: run `dvc repro` first", file=sys.stderr)
         return 1
     moved = table[table["change"].fillna(1) != 0]
     bad = table[~table["ok"]]
-    print(f"not byte for byte: {len(moved)} of {len(table)} metrics differ from {args.rev}, "
+    print(f"not byte for byte: {len(moved)} of {len(table)} metrics differ from {rev}, "
           f"{len(bad)} beyond tolerance")
     if len(moved):
         with pd.option_context("display.max_rows", None, "display.width", 200):

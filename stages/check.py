@@ -3,7 +3,7 @@
     python -m stages.check --params params.yaml --out data/params.ok
 
 Every other stage depends on its output, so a bad value (a misspelt key, a wrong type, a
-negative size, an unknown benchmark, source or row) stops `dvc repro` / `dvc exp run` here,
+value out of its range, an unknown benchmark, source or row) stops `dvc repro` / `dvc exp run` here,
 with one line, before DVC deletes the outputs of any stage that reads it. The output's bytes
 do not depend on the values, so a change that passes invalidates nothing by itself.
 """
@@ -29,13 +29,12 @@ def model(params: dict, bench: str, row, kind: str, x_dim: int) -> None:
 
 
 def check(params: dict) -> list[str]:
-    """Build every setting a stage will build (raises ParamError on the first bad one);
-    returns the cells, for the log."""
-    P.seeds(params)
+    """Check every key against its rule (stages/params.py, RULES), then build every
+    setting a stage will build (raises ParamError on the first bad one); returns the
+    cells, for the log."""
+    for key, value in P.leaves(params):
+        P.checked(key, value)
     P.report_settings(params)
-    P._value(float, params["aux_weight"], "aux_weight")
-    if params["aux_weight"] is not None and float(params["aux_weight"]) < 0:
-        raise P.ParamError(f"aux_weight={params['aux_weight']}: cannot be negative")
     benches = params.get("benchmarks")
     if not isinstance(benches, dict) or not benches:
         raise P.ParamError("benchmarks: expected a mapping of benchmark -> settings")

@@ -10,8 +10,8 @@ rows aux_weight (or benchmarks.<bench>.aux_weight). Writes into --out:
 Everything in --out is a pure function of data, params and code (timings stay out), so
 `dvc repro` reproduces its hashes. Timings and live metrics go to dvclive in
 live/<bench>/<row>/s<seed> (git-ignored). The in-progress checkpoint lives in
-.ckpt/<hash of settings, data manifest and code>/, outside DVC's outputs: an interrupted
-run resumes, and no other configuration ever picks it up.
+.ckpt/<hash of settings, code and the prepared data's bytes>/, outside DVC's outputs: an
+interrupted run resumes, and no other configuration or data ever picks it up.
 
 Data-parallel: with train.nproc = N > 1 the stage re-executes itself as
 `python -m torch.distributed.run --standalone --nproc_per_node N -m stages.train ...`
@@ -84,8 +84,8 @@ def main():
 
     cell = f"{args.bench}/{row.name}/s{args.seed}"
     manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
-    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
-                    "opts": asdict(opts), "code": code_hash(__file__), "data": manifest_sha})[:16]
+    key = checkpoint.resume_key({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
+                                 "opts": asdict(opts), "code": code_hash(__file__)}, args.data)
     ckpt = Path(args.ckpt_root) / key / "train.pt"
     live = _live(args.live or f"live/{cell}", resume=ckpt.exists()) if main_rank else None
     bar = _progress(tcfg.max_updates, cell, disable=not main_rank)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
+
 PIPELINE = """\
 stages:
   download:                      # stands for download@timit: licensed audio
@@ -76,3 +78,41 @@ def test_push_skips_licensed_raw_data_and_a_clone_pulls_the_rest_without_rerunni
     assert ran(sh("dvc repro --allow-missing", clone)) == []   # nothing reruns
     # whoever holds the licence recreates raw/; its hash matches, so nothing downstream runs
     assert ran(sh("dvc repro", clone)) == ["download"]
+
+
+def readme_remote_recipe(remote: Path) -> str:
+    """The README's set-up of a shared remote (its `dvc remote` lines), on `remote`."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("**A shared remote.**"):].split("```")[1]
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("dvc remote")]
+    assert lines and "verify true" in lines[-1], block
+    return " && ".join(lines).replace("/mnt/team/zforcing-dvc", str(remote))
+
+
+def test_a_corrupt_object_on_the_remote_is_refused_not_checked_out(tmp_path):
+    """Issue 24, F2: one flipped byte in a remote object. With the README's `verify = true`
+    the pull drops it and says so; without it, the corrupt bytes are checked out as data."""
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text(PIPELINE)
+    sh("git init -q && dvc init -q && dvc repro -q && git add -A && git commit -qm run", repo)
+    sh(f"{readme_remote_recipe(remote)} && git commit -qam 'shared remote' && dvc push -q", repo)
+    good = (repo / "prepared/frames.txt").read_bytes()
+    obj = remote / "files/md5" / (h := hashlib.md5(good).hexdigest())[:2] / h[2:]
+    obj.chmod(0o644)
+    obj.write_bytes(b"X" + good[1:])
+
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {repo} {clone}", tmp_path)
+    res = sh("dvc pull prepared", clone, check=False)
+    assert res.returncode == 1
+    assert "Checkout failed for following targets:\nprepared\n" in res.stderr, res.stderr
+    assert not (clone / "prepared").exists()
+    sh("dvc pull --allow-missing", clone)  # skips it, as it skips the raw data ...
+    assert not (clone / "prepared").exists()
+    assert "not in cache:       prepared" in sh("dvc status", clone).stdout  # ... and says so
+
+    # the control: without verify the same pull checks the corrupt bytes out, silently
+    sh("dvc remote modify --local shared verify false && dvc pull prepared", clone)
+    assert (clone / "prepared/frames.txt").read_bytes() == b"X" + good[1:]
+

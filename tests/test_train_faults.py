@@ -191,3 +191,130 @@ def test_model_of_other_architecture_is_refused(tmp_path):
     other = ModelConfig(**{**dataclasses.asdict(fault_child.MODEL), "name": "rnn"})
     with pytest.raises(CheckpointMismatch, match="model_class is 'ZForcing' there, 'RNN' now"):
         _short_run(ckpt, other)
+
+
+def test_resume_key_follows_the_data_bytes_not_the_manifest(tmp_path):
+    """Issue 24, F3: two prepared folders with the same manifest.json and other arrays
+    must not share a checkpoint folder; a copy of the same bytes elsewhere does."""
+    import numpy as np
+
+    def prepared(name, seed):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text('{"kind": "binary", "splits": {"train": {"file": "train.npy"}}}')
+        np.save(folder / "train.npy", np.random.default_rng(seed).integers(0, 2, (8, 16), dtype=np.uint8))
+        return folder
+
+    settings = {"cell": "mnist/zforcing/s0", "train": dataclasses.asdict(CFG)}
+    a, other, copy = prepared("a", 0), prepared("other", 1), prepared("copy", 0)
+    key = checkpoint.resume_key(settings, a)
+    assert len(key) == 16 and key == checkpoint.resume_key(settings, copy)
+    assert checkpoint.resume_key(settings, other) != key
+    assert checkpoint.resume_key({**settings, "cell": "mnist/zforcing/s1"}, a) != key
+    (copy / "train.npy").rename(copy / "valid.npy")  # same bytes under another name
+    assert checkpoint.resume_key(settings, copy) != key
+
+
+STAGE_KEYS = """
+import sys
+import pipeline.train
+from stages import train as stage
+
+class Stop(Exception):
+    pass
+
+def fake_train(*args, ckpt_path, **kw):
+    print("ckpt", ckpt_path)
+    raise Stop
+
+pipeline.train.train = fake_train
+for data in sys.argv[1:]:
+    sys.argv = ["train", "mnist", "zforcing", "0", "--data", data, "--out", data + "-model",
+                "--live", data + "-live", "--ckpt-root", data + "-ckpt"]
+    try:
+        stage.main()
+    except Stop:
+        pass
+"""
+
+
+def test_train_stage_keys_its_checkpoint_on_the_prepared_arrays(tmp_path):
+    """The stage itself (up to the training call): prepared data with the same manifest and
+    other arrays gets another checkpoint folder."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pipeline.datasets.mnist import _write
+
+    def prepared(name, seed):
+        rng = np.random.default_rng(seed)
+        splits = {s: rng.integers(0, 2, (40, 16), dtype=np.uint8) for s in ("train", "valid", "test")}
+        _write(tmp_path / name, "embedded", splits, {})
+        return tmp_path / name
+
+    a, b = prepared("a", 0), prepared("b", 1)
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", STAGE_KEYS, str(a), str(b)], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    paths = [Path(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("ckpt ")]
+    assert len(paths) == 2 and paths[0].parent.name != paths[1].parent.name
+
+
+def _swap_killed_at(out: Path, step: int, can_exchange: bool) -> int:
+    """atomic_dir writing "new" over `out` in a forked child, SIGKILLed just before the
+    `step`-th file-system step after its block (an exchange, a rename or a removal);
+    the child's exit status (0: it finished before that step)."""
+    from pipeline.datasets import storage
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            count = [0]
+
+            def dying(fn):
+                def call(*args, **kw):
+                    count[0] += 1
+                    if count[0] == step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return fn(*args, **kw)
+                return call
+            with storage.atomic_dir(out) as tmp:
+                (Path(tmp) / "version").write_text("new")
+                real = getattr(storage, "exchange", None)
+                storage.exchange = dying(real if can_exchange else lambda a, b: False)
+                storage.os.replace, storage.shutil.rmtree = dying(os.replace), dying(storage.shutil.rmtree)
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+@pytest.mark.parametrize("can_exchange", [True, False], ids=["rename-exchange", "two-renames"])
+def test_output_folder_swap_killed_anywhere_leaves_the_old_or_the_new(tmp_path, can_exchange):
+    """Issue 24, F8: a stage's output folder (stages.common.output_dir) is swapped in by
+    atomic_dir. With a rename-exchange, `out` holds the old or the new folder whenever a
+    kill lands; with two renames (no exchange), the next call puts the old one back
+    before it starts."""
+    from pipeline.datasets.storage import atomic_dir, exchange
+    if can_exchange:
+        (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+        if not exchange(tmp_path / "a", tmp_path / "b"):
+            pytest.skip("no rename-exchange on this system or filesystem")
+    killed = 0
+    for step in range(1, 7):
+        out = tmp_path / f"step{step}" / "prepared"
+        out.mkdir(parents=True)
+        (out / "version").write_text("old")
+        status = _swap_killed_at(out, step, can_exchange)
+        killed += status != 0
+        if not can_exchange:  # the next call's recovery, then a failing block: nothing new
+            with pytest.raises(RuntimeError), atomic_dir(out):
+                raise RuntimeError
+        assert (out / "version").read_text() in ("old", "new"), f"killed at step {step}"
+        assert os.listdir(out) == ["version"]
+        with atomic_dir(out) as tmp:  # and the next run ends clean
+            (Path(tmp) / "version").write_text("next")
+        assert os.listdir(out.parent) == ["prepared"] and (out / "version").read_text() == "next"
+    assert killed == (2 if can_exchange else 5)  # every step was hit, then the run finished

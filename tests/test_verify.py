@@ -1,6 +1,14 @@
-"""scripts/verify.py's comparison on constructed numbers: within, beyond, missing."""
+"""scripts/verify.py: the comparison on constructed numbers (within, beyond, missing), and
+the whole script on a tiny committed run: edited committed metrics, unreadable files."""
+import hashlib
 import importlib.util
+import json
+import os
+import subprocess
 from pathlib import Path
+
+import pytest
+import yaml
 
 spec = importlib.util.spec_from_file_location("verify", Path(__file__).resolve().parents[1] / "scripts/verify.py")
 verify = importlib.util.module_from_spec(spec)
@@ -17,3 +25,69 @@ def test_compare_applies_each_metrics_tolerance():
     assert not verify.compare(committed, beyond)["ok"].any()
     missing = verify.compare(committed, {(f, "bound"): -1000.0})
     assert missing.set_index("metric")["ok"].to_dict() == {"active_units": False, "bound": True, "kl": False}
+
+
+def git(repo, *args):
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def run_repo(tmp_path, monkeypatch):
+    """A committed run: two metrics files and the dvc.lock that records their md5."""
+    files = {f"eval/timit/{row}/s0/metrics.json": json.dumps({"bound": -1000.0 - i, "kl": 5.0}).encode()
+             for i, row in enumerate(("rnn_gauss", "zforcing"))}
+    for path, raw in files.items():
+        (tmp_path / path).parent.mkdir(parents=True)
+        (tmp_path / path).write_bytes(raw)
+    outs = [{"path": p, "hash": "md5", "md5": hashlib.md5(raw).hexdigest(), "size": len(raw)}
+            for p, raw in files.items()]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "evaluate": {"cmd": "true", "outs": outs}, "report": {"cmd": "true", "outs": [
+            {"path": "reports", "hash": "md5", "md5": "0" * 32 + ".dir"}]}}}))
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "run")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_an_untouched_run_is_byte_for_byte(run_repo, capsys):
+    assert verify.main([]) == 0
+    assert capsys.readouterr().out.startswith("byte for byte")
+
+
+def test_committed_metrics_edited_after_the_run_are_refused(run_repo, capsys):
+    """Issue 24, F5: a number edited and committed with dvc.lock untouched is not the run's;
+    the workspace equals the commit, yet verify fails and names the file."""
+    f = run_repo / "eval/timit/zforcing/s0/metrics.json"
+    f.write_text(f.read_text().replace("-1001.0", "-900.0"))
+    git(run_repo, "commit", "-qam", "better number")
+    assert verify.main([]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["eval/timit/zforcing/s0/metrics.json at HEAD is not the file its dvc.lock "
+                   "records (edited after the run?): its numbers are not the run's"]
+    # against the run before the edit, the edited file is a rerun that moved beyond tolerance
+    assert verify.main(["--rev", "HEAD~1"]) == 1
+    assert "not byte for byte: 1 of 4 metrics differ from HEAD~1, 1 beyond tolerance" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff"])
+def test_an_unreadable_metrics_file_is_one_line(run_repo, capsys, text):
+    f = run_repo / "eval/timit/rnn_gauss/s0/metrics.json"
+    f.write_bytes(text.encode("latin-1"))
+    assert verify.main([]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: eval/timit/rnn_gauss/s0/metrics.json in the workspace")
+
+
+def test_an_unreadable_lock_or_revision_is_one_line(run_repo, capsys):
+    assert verify.main(["--rev", "nonesuch"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (run_repo / "dvc.lock").write_text("stages: [unclosed")
+    git(run_repo, "commit", "-qam", "broken lock")
+    assert verify.main([]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: dvc.lock at HEAD is not a DVC lock file (ParserError); restore it with "
+                   "`git checkout -- dvc.lock`"]
