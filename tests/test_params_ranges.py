@@ -1,6 +1,6 @@
 """Every key of params.yaml has a type and range rule (stages/params.py, RULES), and the
 check stage turns any bad value into one line that names the dotted key, before any other
-stage runs (issue 24, F4; issue 25, item 8)."""
+stage runs."""
 import sys
 from pathlib import Path
 

@@ -90,7 +90,7 @@ def readme_remote_recipe(remote: Path) -> str:
 
 
 def test_a_corrupt_object_on_the_remote_is_refused_not_checked_out(tmp_path):
-    """Issue 24, F2: one flipped byte in a remote object. With the README's `verify = true`
+    """One flipped byte in a remote object. With the README's `verify = true`
     the pull drops it and says so; without it, the corrupt bytes are checked out as data."""
     repo, remote = tmp_path / "repo", tmp_path / "remote"
     repo.mkdir()

@@ -194,7 +194,7 @@ def test_model_of_other_architecture_is_refused(tmp_path):
 
 
 def test_resume_key_follows_the_data_bytes_not_the_manifest(tmp_path):
-    """Issue 24, F3: two prepared folders with the same manifest.json and other arrays
+    """Two prepared folders with the same manifest.json and other arrays
     must not share a checkpoint folder; a copy of the same bytes elsewhere does."""
     import numpy as np
 
@@ -293,7 +293,7 @@ def _swap_killed_at(out: Path, step: int, can_exchange: bool) -> int:
 
 @pytest.mark.parametrize("can_exchange", [True, False], ids=["rename-exchange", "two-renames"])
 def test_output_folder_swap_killed_anywhere_leaves_the_old_or_the_new(tmp_path, can_exchange):
-    """Issue 24, F8: a stage's output folder (stages.common.output_dir) is swapped in by
+    """A stage's output folder (stages.common.output_dir) is swapped in by
     atomic_dir. With a rename-exchange, `out` holds the old or the new folder whenever a
     kill lands; with two renames (no exchange), the next call puts the old one back
     before it starts."""

@@ -59,7 +59,7 @@ def test_an_untouched_run_is_byte_for_byte(run_repo, capsys):
 
 
 def test_committed_metrics_edited_after_the_run_are_refused(run_repo, capsys):
-    """Issue 24, F5: a number edited and committed with dvc.lock untouched is not the run's;
+    """A number edited and committed with dvc.lock untouched is not the run's;
     the workspace equals the commit, yet verify fails and names the file."""
     f = run_repo / "eval/timit/zforcing/s0/metrics.json"
     f.write_text(f.read_text().replace("-1001.0", "-900.0"))
