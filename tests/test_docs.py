@@ -88,3 +88,12 @@ def test_every_stage_option_has_help():
         res = subprocess.run([sys.executable, "-c", NO_HELP, f"stages.{stage}"], cwd=ROOT,
                              capture_output=True, text=True, check=True)
         assert res.stdout.strip() == "-", f"stages/{stage}.py: no help= for {res.stdout.strip()}"
+
+
+def test_fault_table_names_only_tests_that_exist():
+    table = (ROOT / "docs" / "faults.md").read_text()
+    named = set(re.findall(r"`(?:test_\w+\.py::)?(test_\w+?)(?:\[[^\]]*\])?`", table))
+    named |= set(re.findall(r"`(test_\w+)`,", table))
+    source = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert len(named) > 30
+    assert not sorted(n for n in named if f"def {n}(" not in source)
