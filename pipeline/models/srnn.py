@@ -23,12 +23,14 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, first_input, gather_time, latent_terms, output_head, reverse_index
+from .base import (Terms, first_input, gather_time, latent_terms, output_head, reverse_index,
+                   samples_in, tile)
 from .layers import Embedding, GaussianMLP, lrelu, make_lstm
 
 
 class SRNN(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -47,7 +49,8 @@ class SRNN(nn.Module):
         return (B, T, self.cfg.z_dim)
 
     def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
-        """Deterministic states and every per-step latent quantity, time-major (T, B, ...)."""
+        """Deterministic states and every per-step latent quantity, time-major (T, B, ...);
+        with noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
         z_dim, m = cfg.z_dim, cfg.mlp_dim
         mask = batch.mask
@@ -63,6 +66,9 @@ class SRNN(nn.Module):
         w_p, w_q = self.prior.l1.weight, self.post.l1.weight
         p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
         q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
+        k = samples_in(noise, B)                                              # the k samples share the above
+        D, A, p_d, q_a = (tile(t_, k, 1) for t_ in (D, A, p_d, q_a))
+        B = k * B
         w_z = torch.cat([w_p[:, :z_dim], w_q[:, :z_dim]], 0)                 # one matmul on z_{t-1}
 
         z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
@@ -80,9 +86,10 @@ class SRNN(nn.Module):
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         v = self.latents(batch, noise)
+        k = v["z"].shape[1] // batch.size                                     # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["z"], v["d"]], -1)))
-        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
+        log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))
+        return latent_terms(tile(batch.mask, k), log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, first_input, latent_terms, output_head
+from .base import Terms, first_input, latent_terms, output_head, samples_in, tile
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 
 
 class VRNN(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig, standard_prior: bool = False):
         super().__init__()
@@ -64,7 +65,8 @@ class VRNN(nn.Module):
         return lstm_update(pre_x + self.w_hh(g) + F.linear(phz, w_z), c)
 
     def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
-        """The recurrence and every per-step latent quantity, time-major (T, B, ...)."""
+        """The recurrence and every per-step latent quantity, time-major (T, B, ...); with
+        noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
         e, r = cfg.emb_dim, cfg.rnn_dim
         mask = batch.mask
@@ -77,6 +79,8 @@ class VRNN(nn.Module):
         pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
         w_q = self.post.l1.weight
         q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
+        k = samples_in(noise, B)                                           # the k samples share the above
+        pre_x, q_y, B = tile(pre_x, k, 1), tile(q_y, k, 1), k * B
         w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
         w_g = torch.cat([w_q[:, e:], self.w_hh.weight], 0)                 # one matmul on g_t
 
@@ -99,9 +103,10 @@ class VRNN(nn.Module):
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         v = self.latents(batch, noise)
+        k = v["z"].shape[1] // batch.size                                  # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["phz"], v["g"]], -1)))
-        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
+        log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))
+        return latent_terms(tile(batch.mask, k), log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,

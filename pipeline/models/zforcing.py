@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
-                   reverse_index)
+                   reverse_index, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update, make_lstm)
@@ -26,6 +26,7 @@ from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden,
 
 class ZForcing(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -87,6 +88,7 @@ class ZForcing(nn.Module):
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
+        k = samples_in(noise, B)
 
         ex, ey = self.emb(batch.x), self.emb(batch.y)
         # backward state b_t summarises y_t..y_T; reversing within each length keeps the
@@ -99,6 +101,9 @@ class ZForcing(nn.Module):
         pre_x = self._input_preacts(tm(ex))
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
+        b_k, pre_x, q_b = (tile(a, k, 1) for a in (b_t, pre_x, q_b))
+        mask, y, B = tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         w_z = self._z_weight()
 
@@ -119,15 +124,15 @@ class ZForcing(nn.Module):
         mu_p, lv_p = self.prior(H_prev)
 
         mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
-        target = b_t.detach()                                     # aux target gets no gradient
+        target = b_k.detach()                                     # aux target gets no gradient
         if cfg.use_l2:
             aux = ((target - torch.tanh(mu_a)) ** 2).sum(-1)
         else:
             aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
 
-        log_px = self.out.log_prob(H, tm(batch.y))
+        log_px = self.out.log_prob(H, tm(y))
         bwd = -self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None else None
-        return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=bwd)
+        return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=tile(bwd, k, 1))
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()

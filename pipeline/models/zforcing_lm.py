@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, check_batch, gather_time, latent_terms, output_head, reverse_index
+from .base import (Terms, check_batch, gather_time, latent_terms, output_head, reverse_index,
+                   samples_in, tile)
 from .distributions import gaussian_log_prob
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update, make_lstm
 
@@ -30,6 +31,7 @@ BOS_ID = 1  # <S>: the first input of every sentence (pipeline.datasets.text)
 
 class ZForcingLM(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -81,13 +83,16 @@ class ZForcingLM(nn.Module):
         return (B, T, self.cfg.z_dim)
 
     def posterior_path(self, batch: Batch, noise: torch.Tensor):
-        """Teacher-forced pass with z_t ~ q: (H, Z, mu_q, lv_q, b), all time-major."""
+        """Teacher-forced pass with z_t ~ q: (H, Z, mu_q, lv_q, b), all time-major; with noise
+        for k samples per sequence, k * B columns (b computed once and repeated)."""
         r = self.cfg.rnn_dim
         B, T = batch.mask.shape
         b_t = self.backward_states(batch)
         pre_x = self.input_preacts(batch.x.transpose(0, 1))      # (T, B, 4r)
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        k = samples_in(noise, B)                                  # the k samples share the above
+        b_t, pre_x, q_b, B = tile(b_t, k, 1), tile(pre_x, k, 1), tile(q_b, k, 1), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         eps = noise.transpose(0, 1)
         h = c = batch.mask.new_zeros(B, r)
@@ -110,7 +115,9 @@ class ZForcingLM(nn.Module):
             noise = torch.randn(self.noise_shape(batch), device=mask.device,
                                 dtype=self.w_hh.weight.dtype)
         H, Z, mu_q, lv_q, b_t = self.posterior_path(batch, noise)
-        B = mask.shape[0]
+        k = samples_in(noise, mask.shape[0])
+        batch = Batch(tile(batch.x, k), tile(batch.y, k), tile(mask, k))
+        mask, B = batch.mask, batch.size
         H_prev = torch.cat([H.new_zeros(1, B, cfg.rnn_dim), H[:-1]])   # h_0..h_{T-1}
         mu_p, lv_p = self.prior(H_prev)
         mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
