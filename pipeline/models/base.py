@@ -73,6 +73,14 @@ def tile(x: torch.Tensor | None, k: int, dim: int = 0):
     return x.repeat(*reps)
 
 
+def add_shared(shared: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """shared + x, where x holds k samples of each of shared's rows (rows s * B + b): the
+    samples read the same shared values, broadcast rather than copied k times."""
+    if shared.shape[0] == x.shape[0]:
+        return shared + x
+    return (shared + x.view(-1, *shared.shape)).view(x.shape)
+
+
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum over time of a (B, T) per-step quantity, padded steps contributing exactly 0
     (torch.where, so a NaN in a padded step cannot leak through 0 * NaN)."""

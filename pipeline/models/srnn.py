@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import (Terms, first_input, gather_time, latent_terms, output_head, reverse_index,
-                   samples_in, tile)
+from .base import (Terms, add_shared, first_input, gather_time, latent_terms, output_head,
+                   reverse_index, samples_in, tile)
 from .layers import Embedding, GaussianMLP, lrelu, make_lstm
 
 
@@ -67,7 +67,7 @@ class SRNN(nn.Module):
         p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
         q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
         k = samples_in(noise, B)                                              # the k samples share the above
-        D, A, p_d, q_a = (tile(t_, k, 1) for t_ in (D, A, p_d, q_a))
+        D, A = tile(D, k, 1), tile(A, k, 1)
         B = k * B
         w_z = torch.cat([w_p[:, :z_dim], w_q[:, :z_dim]], 0)                 # one matmul on z_{t-1}
 
@@ -76,8 +76,8 @@ class SRNN(nn.Module):
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for pd, qa, e in zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0)):
             hp, hq = F.linear(z, w_z).split([m, m], dim=-1)
-            mu_p, lv_p = self.prior.from_hidden(hp + pd)
-            dmu, lv_q = self.post.from_hidden(hq + qa)
+            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp))
+            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq))
             mu_q = mu_p + dmu                                                 # Res_q
             z = mu_q + torch.exp(0.5 * lv_q) * e
             mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)

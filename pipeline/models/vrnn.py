@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, first_input, latent_terms, output_head, samples_in, tile
+from .base import Terms, add_shared, first_input, latent_terms, output_head, samples_in, tile
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 
 
@@ -80,7 +80,7 @@ class VRNN(nn.Module):
         w_q = self.post.l1.weight
         q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
         k = samples_in(noise, B)                                           # the k samples share the above
-        pre_x, q_y, B = tile(pre_x, k, 1), tile(q_y, k, 1), k * B
+        B = k * B
         w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
         w_g = torch.cat([w_q[:, e:], self.w_hh.weight], 0)                 # one matmul on g_t
 
@@ -90,9 +90,9 @@ class VRNN(nn.Module):
         gs, mus, lvs, zs, phzs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for px, qy, e in zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0)):
-            g, c = lstm_update(px + hh + F.linear(phz, w_z), c)
+            g, c = lstm_update(add_shared(px, hh) + F.linear(phz, w_z), c)
             hq, hh = F.linear(g, w_g).split([cfg.mlp_dim, 4 * r], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(qy + hq)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             phz = lrelu(self.phi_z(z))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
-                   reverse_index, samples_in, tile)
+                   reverse_index, add_shared, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update, make_lstm)
@@ -72,8 +72,8 @@ class ZForcing(nn.Module):
     def _gates(self, pre_x, hh, z, w_z):
         """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
         if self.cfg.cond_ln:
-            return pre_x + cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0))
-        return pre_x + hh + F.linear(self.z_proj(z), w_z)
+            return add_shared(pre_x, cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0)))
+        return add_shared(pre_x, hh) + F.linear(self.z_proj(z), w_z)
 
     def noise_shape(self, batch: Batch):
         B, T = batch.mask.shape
@@ -102,8 +102,7 @@ class ZForcing(nn.Module):
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
-        b_k, pre_x, q_b = (tile(a, k, 1) for a in (b_t, pre_x, q_b))
-        mask, y, B = tile(mask, k), tile(batch.y, k), k * B
+        b_k, mask, y, B = tile(b_t, k, 1), tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         w_z = self._z_weight()
 
@@ -113,7 +112,7 @@ class ZForcing(nn.Module):
         # per step, quadratic in T (MNIST's 784 steps: 53 s an update instead of 3 s)
         for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             h, c = lstm_update(self._gates(px, hh, z, w_z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, ModelConfig
 from ..datasets.batches import Batch
-from .base import (Terms, check_batch, gather_time, latent_terms, output_head, reverse_index,
-                   samples_in, tile)
+from .base import (Terms, add_shared, check_batch, gather_time, latent_terms, output_head,
+                   reverse_index, samples_in, tile)
 from .distributions import gaussian_log_prob
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update, make_lstm
 
@@ -66,7 +66,7 @@ class ZForcingLM(nn.Module):
 
     def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t."""
-        return pre_x + hh + self.z_gates(lrelu(self.z_hid(z)))
+        return add_shared(pre_x, hh) + self.z_gates(lrelu(self.z_hid(z)))
 
     def cell(self, pre_x, h, c, z):
         """One step (h_t, c_t) from the input pre-activations, the previous state and z_t."""
@@ -92,7 +92,7 @@ class ZForcingLM(nn.Module):
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
         k = samples_in(noise, B)                                  # the k samples share the above
-        b_t, pre_x, q_b, B = tile(b_t, k, 1), tile(pre_x, k, 1), tile(q_b, k, 1), k * B
+        b_t, B = tile(b_t, k, 1), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         eps = noise.transpose(0, 1)
         h = c = batch.mask.new_zeros(B, r)
@@ -100,7 +100,7 @@ class ZForcingLM(nn.Module):
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, self.cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             h, c = lstm_update(self.gates(px, hh, z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
