@@ -33,6 +33,9 @@ def check(params: dict) -> list[str]:
     returns the cells, for the log."""
     P.seeds(params)
     P.report_settings(params)
+    from stages.kernels import NUMERICS
+    if params["numerics"] not in NUMERICS:
+        raise P.ParamError(f"numerics={params['numerics']!r}: expected one of {', '.join(NUMERICS)}")
     P._value(float, params["aux_weight"], "aux_weight")
     if params["aux_weight"] is not None and float(params["aux_weight"]) < 0:
         raise P.ParamError(f"aux_weight={params['aux_weight']}: cannot be negative")

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import COMPILE_MODES, PRECISIONS
 from pipeline.errors import UserError
 
-TOP = ("profile_name", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
+TOP = ("profile_name", "numerics", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
 BENCH = ("source", "data", "rows", "aux_rows", "beta_rows", "aux_weight", "betas", "model", "train", "eval")
 
 
