@@ -61,16 +61,37 @@ def ran(out: str) -> set:
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
 
 
+def alive_in_group(pgid: int) -> list:
+    """PIDs of the process group's members that are not zombies (from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def params(repo) -> dict:
     return yaml.safe_load((repo / "params.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def built(tmp_path_factory):
     dst = copy_repo(tmp_path_factory.mktemp("repo"), profile="tiny")
     sh("dvc repro", dst)
     sh("git add -A && git commit -qm repro", dst)  # experiments start from a commit
     return dst
+
+
+@pytest.fixture
+def repo(built):
+    """The module's repository, put back to its commit after each test, pass or fail, so
+    one test's failure cannot leave the next a half-restored workspace."""
+    yield built
+    sh("git checkout -q -f HEAD -- . && git clean -qfd -- params.yaml eval && dvc checkout -f -q", built)
 
 
 def cells(repo):
@@ -147,7 +168,10 @@ def test_killed_repro_leaves_no_partial_output_and_recovers_without_retraining(r
     import time
     out = repo / "models/timit/rnn_gauss/s0"
     model, lock = (out / "model.npz").read_bytes(), (repo / "dvc.lock").read_text()
-    proc = subprocess.Popen("dvc repro -f -s train_timit@rnn_gauss-0", cwd=repo, env=_env(), shell=True,
+    # DVC as this process's own child (no shell), so wait() reaps it: DVC's stage lock names
+    # its PID, and an unreaped zombie still "exists" for the next dvc's lock check
+    dvc = str(Path(sys.executable).parent / "dvc")
+    proc = subprocess.Popen([dvc, "repro", "-f", "-s", "train_timit@rnn_gauss-0"], cwd=repo, env=_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while subprocess.run(["pgrep", "-f", "stages.train timit rnn_gauss"], capture_output=True).returncode:
@@ -156,6 +180,11 @@ def test_killed_repro_leaves_no_partial_output_and_recovers_without_retraining(r
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # and the stage's own processes, orphaned by the kill: gone (zombies hold no lock or file)
+    deadline = time.monotonic() + 60
+    while alive_in_group(proc.pid):
+        assert time.monotonic() < deadline, f"still running after SIGKILL: {alive_in_group(proc.pid)}"
+        time.sleep(0.05)
     # DVC removed the output before running the stage; our stage swaps in whole folders only
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["history.json", "model.json", "model.npz"]
     (repo / "dvc.lock").write_text("")
