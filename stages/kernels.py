@@ -69,7 +69,7 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     whose switches may have come too late]}.
     """
     pins = dict(PINS)
-    outer = {k: environ.get(k) for k in pins}
+    before = {k: environ.get(k) for k in pins}
     # OPENBLAS_PIN stays out: some machines set OPENBLAS_CORETYPE themselves to keep an older
     # OpenBLAS off kernels that crash there, and the trained bytes never go through numpy's
     # BLAS (torch uses MKL and oneDNN); the prepared data reproduced across CPUs without it
@@ -81,7 +81,7 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     if early:
         log.warning("kernel pinning: %s already imported; its kernels may be chosen already",
                     ", ".join(early))
-    return {"env": pins, "replaced": replaced, "outer": outer, "imported_before": early}
+    return {"env": pins, "replaced": replaced, "outer": before, "imported_before": early}
 
 
 NUMERICS = ("exact", "fast")
