@@ -4,7 +4,7 @@ Single-sample ELBO:  log p(y | z) - KL(q || p), closed-form KL, z ~ q.
 Importance-weighted bound with K samples (Burda et al.):
     log (1/K) sum_k p(y, z_k) / q(z_k | y),  z_k ~ q,
 batched over samples (K samples of each sequence, in chunks to bound memory; a model
-that folds samples computes its data-only work once per chunk) and computed with logsumexp. For exact models (no latents) both equal log p(y).
+that folds samples computes its data-only work once for all K) and computed with logsumexp. For exact models (no latents) both equal log p(y).
 ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
 Noise comes from one generator in batch order (noise="batch"), or from one generator per
 sequence (noise="sequence", pipeline.eval_noise), which makes every sequence's bounds
@@ -60,11 +60,15 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
 def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise, forward=None):
     """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, c
     samples of every sequence at a time (rows s * B + b). A model that folds samples
-    (models.base) takes the batch once with c samples' noise and shares its data-only work;
-    any other model gets the batch repeated c times. Same noise, same bound."""
-    forward = forward or model
+    (models.base) takes the batch once with c samples' noise, and its data-only work is done
+    once for all chunks; any other model gets the batch repeated c times. Same noise, same
+    bound. A compiled `forward` takes (batch, noise) only: it folds, but shares per chunk."""
     B = batch.size
     fold = getattr(model, "folds_samples", False)
+    if fold and forward in (None, model):
+        shared = model.shared_work(batch)
+        forward = lambda b, eps: model(b, eps, shared)  # noqa: E731
+    forward = forward or model
     weights, first = [], None
     for start in range(0, k, chunk):
         c = min(chunk, k - start)

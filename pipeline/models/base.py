@@ -6,10 +6,11 @@ A model is an nn.Module with
   generate(n, steps, first=None) -> Tensor    sequences sampled from the prior
 and a class attribute `exact` (True when log_px is the exact log-likelihood). The bounds,
 the trainer and the reports use only this, never the model's type.
-A latent model may also take noise for k samples of each sequence, k * B rows ordered
-sample-major (row s * B + b), and return Terms of k * B rows, the same as for the batch
-repeated k times; it then sets `folds_samples = True` and does the work that depends only
-on the data (embeddings, backward RNNs) once for all k samples (pipeline.bounds' IWAE).
+A latent model may also fold samples (`folds_samples = True`): given noise for k samples
+of each sequence, k * B rows ordered sample-major (row s * B + b), it returns Terms of
+k * B rows, the same as for the batch repeated k times, doing the work that depends only on
+the data (embeddings, backward RNNs) once. That work is `shared_work(batch)`, and
+forward(batch, noise, shared) reuses it across calls on the same batch (the IWAE's chunks).
 """
 from __future__ import annotations
 

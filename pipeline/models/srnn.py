@@ -48,7 +48,21 @@ class SRNN(nn.Module):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
 
-    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: d_t, a_t and their shares of the prior's
+        and posterior's first layers (base.py: folding samples)."""
+        z_dim = self.cfg.z_dim
+        d, _ = self.fwd_rnn(self.emb(batch.x))                               # (B, T, r)
+        rev = reverse_index(batch.mask)
+        a = gather_time(self.bwd_rnn(gather_time(torch.cat([d, self.emb(batch.y)], -1), rev))[0], rev)
+        D, A = d.transpose(0, 1), a.transpose(0, 1)
+        # data-only shares of both MLPs' first layers, all steps at once
+        w_p, w_q = self.prior.l1.weight, self.post.l1.weight
+        p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
+        q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
+        return D, A, p_d, q_a
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> dict:
         """Deterministic states and every per-step latent quantity, time-major (T, B, ...);
         with noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
@@ -57,15 +71,9 @@ class SRNN(nn.Module):
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, z_dim, device=mask.device, dtype=self.dec.weight.dtype)
-        d, _ = self.fwd_rnn(self.emb(batch.x))                               # (B, T, r)
-        rev = reverse_index(mask)
-        a = gather_time(self.bwd_rnn(gather_time(torch.cat([d, self.emb(batch.y)], -1), rev))[0], rev)
-        tm = lambda t_: t_.transpose(0, 1)  # noqa: E731
-        D, A, eps = tm(d), tm(a), tm(noise)
-        # data-only shares of both MLPs' first layers, all steps at once
+        D, A, p_d, q_a = shared or self.shared_work(batch)
+        eps = noise.transpose(0, 1)
         w_p, w_q = self.prior.l1.weight, self.post.l1.weight
-        p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
-        q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
         k = samples_in(noise, B)                                              # the k samples share the above
         D, A = tile(D, k, 1), tile(A, k, 1)
         B = k * B
@@ -84,8 +92,8 @@ class SRNN(nn.Module):
         return dict(d=D, a=A, mu_p=torch.stack(mps), lv_p=torch.stack(lps),
                     mu_q=torch.stack(mqs), lv_q=torch.stack(lqs), z=torch.stack(zs))
 
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
-        v = self.latents(batch, noise)
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
+        v = self.latents(batch, noise, shared)
         k = v["z"].shape[1] // batch.size                                     # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["z"], v["d"]], -1)))
         log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))

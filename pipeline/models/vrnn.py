@@ -64,7 +64,15 @@ class VRNN(nn.Module):
         inside the loop would cost a full-size zero gradient per step in autograd)."""
         return lstm_update(pre_x + self.w_hh(g) + F.linear(phz, w_z), c)
 
-    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, for all steps at once, time-major: the input-side
+        LSTM pre-activations and the posterior's share of emb(y_t) (base.py: folding samples)."""
+        e, tm = self.cfg.emb_dim, lambda a: a.transpose(0, 1)  # noqa: E731
+        pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
+        q_y = F.linear(tm(self.emb(batch.y)), self.post.l1.weight[:, :e], self.post.l1.bias)
+        return pre_x, q_y
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> dict:
         """The recurrence and every per-step latent quantity, time-major (T, B, ...); with
         noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
@@ -73,12 +81,8 @@ class VRNN(nn.Module):
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
-        tm = lambda a: a.transpose(0, 1)  # noqa: E731
-        eps = tm(noise)
-        # data-only parts for all steps at once
-        pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
-        w_q = self.post.l1.weight
-        q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
+        eps, w_q = noise.transpose(0, 1), self.post.l1.weight
+        pre_x, q_y = shared or self.shared_work(batch)
         k = samples_in(noise, B)                                           # the k samples share the above
         B = k * B
         w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
@@ -101,8 +105,8 @@ class VRNN(nn.Module):
         return dict(g=G, mu_q=torch.stack(mus), lv_q=torch.stack(lvs), z=torch.stack(zs),
                     phz=torch.stack(phzs), mu_p=mu_p, lv_p=lv_p)
 
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
-        v = self.latents(batch, noise)
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
+        v = self.latents(batch, noise, shared)
         k = v["z"].shape[1] // batch.size                                  # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["phz"], v["g"]], -1)))
         log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))

@@ -80,7 +80,20 @@ class ZForcing(nn.Module):
         return (B, T, self.cfg.z_dim)
 
     # -- training / evaluation ---------------------------------------------------------------
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: b_t, the input-side LSTM
+        pre-activations and the posterior's b_t share (base.py: folding samples)."""
+        ex, ey = self.emb(batch.x), self.emb(batch.y)
+        # backward state b_t summarises y_t..y_T; reversing within each length keeps the
+        # padding out of every real step (quirk 4 of the official code, corrected)
+        rev = reverse_index(batch.mask)
+        b_t = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev).transpose(0, 1)
+        pre_x = self._input_preacts(ex.transpose(0, 1))
+        w_q = self.post.l1.weight
+        q_b = F.linear(b_t, w_q[:, self.cfg.rnn_dim:], self.post.l1.bias)   # posterior's b_t share
+        return b_t, pre_x, q_b
+
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
         check_batch(cfg, batch)
         r = cfg.rnn_dim
@@ -89,18 +102,9 @@ class ZForcing(nn.Module):
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
         k = samples_in(noise, B)
-
-        ex, ey = self.emb(batch.x), self.emb(batch.y)
-        # backward state b_t summarises y_t..y_T; reversing within each length keeps the
-        # padding out of every real step (quirk 4 of the official code, corrected)
-        rev = reverse_index(mask)
-        b = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev)
-
+        b_t, pre_x, q_b = shared or self.shared_work(batch)
         tm = lambda a: a.transpose(0, 1)  # noqa: E731  batch-first -> time-major view
-        b_t, eps = tm(b), tm(noise)
-        pre_x = self._input_preacts(tm(ex))
-        w_q = self.post.l1.weight
-        q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        eps, w_q = tm(noise), self.post.l1.weight
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
         b_k, mask, y, B = tile(b_t, k, 1), tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}

@@ -82,15 +82,21 @@ class ZForcingLM(nn.Module):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
 
-    def posterior_path(self, batch: Batch, noise: torch.Tensor):
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: b_t, the input-side pre-activations
+        and the posterior's b_t share (base.py: folding samples)."""
+        b_t = self.backward_states(batch)
+        pre_x = self.input_preacts(batch.x.transpose(0, 1))      # (T, B, 4r)
+        q_b = F.linear(b_t, self.post.l1.weight[:, self.cfg.rnn_dim:], self.post.l1.bias)
+        return b_t, pre_x, q_b
+
+    def posterior_path(self, batch: Batch, noise: torch.Tensor, shared=None):
         """Teacher-forced pass with z_t ~ q: (H, Z, mu_q, lv_q, b), all time-major; with noise
         for k samples per sequence, k * B columns (b computed once and repeated)."""
         r = self.cfg.rnn_dim
         B, T = batch.mask.shape
-        b_t = self.backward_states(batch)
-        pre_x = self.input_preacts(batch.x.transpose(0, 1))      # (T, B, 4r)
+        b_t, pre_x, q_b = shared or self.shared_work(batch)
         w_q = self.post.l1.weight
-        q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
         k = samples_in(noise, B)                                  # the k samples share the above
         b_t, B = tile(b_t, k, 1), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
@@ -107,14 +113,14 @@ class ZForcingLM(nn.Module):
         return torch.stack(hs), torch.stack(zs), torch.stack(mus), torch.stack(logvars), b_t
 
     # -- training / evaluation ---------------------------------------------------------------
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
         check_batch(cfg, batch)
         mask = batch.mask
         if noise is None:
             noise = torch.randn(self.noise_shape(batch), device=mask.device,
                                 dtype=self.w_hh.weight.dtype)
-        H, Z, mu_q, lv_q, b_t = self.posterior_path(batch, noise)
+        H, Z, mu_q, lv_q, b_t = self.posterior_path(batch, noise, shared)
         k = samples_in(noise, mask.shape[0])
         batch = Batch(tile(batch.x, k), tile(batch.y, k), tile(mask, k))
         mask, B = batch.mask, batch.size
