@@ -61,11 +61,11 @@ def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise, f
     """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, c
     samples of every sequence at a time (rows s * B + b). A model that folds samples
     (models.base) takes the batch once with c samples' noise, and its data-only work is done
-    once for all chunks; any other model gets the batch repeated c times. Same noise, same
-    bound. A compiled `forward` takes (batch, noise) only: it folds, but shares per chunk."""
+    once for all chunks; any other model, and a compiled `forward` (one graph for batch and
+    noise of equal rows), gets the batch repeated c times. Same noise, same bound."""
     B = batch.size
-    fold = getattr(model, "folds_samples", False)
-    if fold and forward in (None, model):
+    fold = getattr(model, "folds_samples", False) and forward in (None, model)
+    if fold:
         shared = model.shared_work(batch)
         forward = lambda b, eps: model(b, eps, shared)  # noqa: E731
     forward = forward or model
