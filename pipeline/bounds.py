@@ -4,7 +4,8 @@ Single-sample ELBO:  log p(y | z) - KL(q || p), closed-form KL, z ~ q.
 Importance-weighted bound with K samples (Burda et al.):
     log (1/K) sum_k p(y, z_k) / q(z_k | y),  z_k ~ q,
 batched over samples (K samples of each sequence, in chunks to bound memory; a model
-that folds samples computes its data-only work once for all K) and computed with logsumexp. For exact models (no latents) both equal log p(y).
+that folds samples computes its data-only work once for all K) and computed with
+logsumexp. For exact models (no latents) both equal log p(y).
 ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
 Noise comes from one generator in batch order (noise="batch"), or from one generator per
 sequence (noise="sequence", pipeline.eval_noise), which makes every sequence's bounds
@@ -40,7 +41,8 @@ def draw_noise(model, batch: Batch, generator: torch.Generator | None = None, sa
     shape = model.noise_shape(batch)
     if shape is None:
         return None
-    return torch.randn((samples * shape[0], *shape[1:]), generator=generator, device=batch.mask.device)
+    return torch.randn((samples * shape[0], *shape[1:]), generator=generator,
+                       device=batch.mask.device)
 
 
 @torch.no_grad()

@@ -86,8 +86,9 @@ def main():
 
     cell = f"{args.bench}/{row.name}/s{args.seed}"
     manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
-    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world, "numerics": numerics,
-                    "opts": asdict(opts), "code": code_hash(__file__), "data": manifest_sha})[:16]
+    key = P.digest({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
+                    "opts": asdict(opts), "code": code_hash(__file__), "data": manifest_sha,
+                    "numerics": numerics})[:16]
     ckpt = Path(args.ckpt_root) / key / "train.pt"
     live = _live(args.live or f"live/{cell}", resume=ckpt.exists()) if main_rank else None
     bar = _progress(tcfg.max_updates, cell, disable=not main_rank)

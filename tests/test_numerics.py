@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("verify", Path(__file__).resolve().parents[1] / "scripts/verify.py")
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("verify", ROOT / "scripts/verify.py")
 verify = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(verify)
 
@@ -21,9 +22,11 @@ def cell(numerics="exact", device="cpu", compile_="off", machine="x86_64") -> di
 def repo(tmp_path, monkeypatch):
     """A git repository whose commit holds params.yaml with `committed` (None: no key)."""
     def make(committed, now, cells):
-        git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+        def git(*a):
+            subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
         git("init", "-q")
-        (tmp_path / "params.yaml").write_text("seeds: [0]\n" + (f"numerics: {committed}\n" if committed else ""))
+        key = f"numerics: {committed}\n" if committed else ""
+        (tmp_path / "params.yaml").write_text("seeds: [0]\n" + key)
         git("add", "params.yaml")
         git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")
         (tmp_path / "params.yaml").write_text(f"seeds: [0]\nnumerics: {now}\n")
