@@ -3,8 +3,9 @@
 Single-sample ELBO:  log p(y | z) - KL(q || p), closed-form KL, z ~ q.
 Importance-weighted bound with K samples (Burda et al.):
     log (1/K) sum_k p(y, z_k) / q(z_k | y),  z_k ~ q,
-batched over samples (the batch is repeated K times, in chunks to bound memory) and
-computed with logsumexp. For exact models (no latents) both equal log p(y).
+batched over samples (K samples of each sequence, in chunks to bound memory; a model
+that folds samples computes its data-only work once for all K) and computed with
+logsumexp. For exact models (no latents) both equal log p(y).
 ELBO <= IWAE_K <= IWAE_{K+1} <= log p(y) in expectation.
 Noise comes from one generator in batch order (noise="batch"), or from one generator per
 sequence (noise="sequence", pipeline.eval_noise), which makes every sequence's bounds
@@ -34,12 +35,14 @@ def repeat_batch(batch: Batch, k: int) -> Batch:
     return Batch(rep(batch.x), rep(batch.y), rep(batch.mask))
 
 
-def draw_noise(model, batch: Batch, generator: torch.Generator | None = None):
-    """Standard-normal noise of the shape the model asks for (None for exact models)."""
+def draw_noise(model, batch: Batch, generator: torch.Generator | None = None, samples: int = 1):
+    """Standard-normal noise of the shape the model asks for (None for exact models), for
+    `samples` samples of each sequence: the noise of the batch repeated that many times."""
     shape = model.noise_shape(batch)
     if shape is None:
         return None
-    return torch.randn(shape, generator=generator, device=batch.mask.device)
+    return torch.randn((samples * shape[0], *shape[1:]), generator=generator,
+                       device=batch.mask.device)
 
 
 @torch.no_grad()
@@ -57,16 +60,22 @@ def iwae_bound(model, batch: Batch, k: int, chunk: int = 16,
 
 
 def _iwae_and_first(model, batch: Batch, k: int, chunk: int, generator, noise, forward=None):
-    """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, each
-    chunk the batch repeated c times (rows s * B + b)."""
-    forward = forward or model
+    """(IWAE bound (B,), Terms of the first sample): the k samples run chunk by chunk, c
+    samples of every sequence at a time (rows s * B + b). A model that folds samples
+    (models.base) takes the batch once with c samples' noise, and its data-only work is done
+    once for all chunks; any other model, and a compiled `forward` (one graph for batch and
+    noise of equal rows), gets the batch repeated c times. Same noise, same bound."""
     B = batch.size
+    fold = getattr(model, "folds_samples", False) and forward in (None, model)
+    if fold:
+        shared = model.shared_work(batch)
+        forward = lambda b, eps: model(b, eps, shared)  # noqa: E731
+    forward = forward or model
     weights, first = [], None
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
-        rep = repeat_batch(batch, c)
-        eps = draw_noise(model, rep, generator) if noise is None else noise.draw(model, batch, c)
-        terms = forward(rep, eps)
+        eps = draw_noise(model, batch, generator, c) if noise is None else noise.draw(model, batch, c)
+        terms = forward(batch if fold else repeat_batch(batch, c), eps)
         weights.append(terms.log_weight.view(c, B))
         if first is None:  # rows 0..B-1: sample 0 of every sequence
             first = Terms(**{k: v if v is None else v[:B] for k, v in terms.as_dict().items()})

@@ -11,8 +11,10 @@ On an x86-64 CPU with AVX2 and the pinned wheels the rerun should match byte for
 `dvc.lock` and `reports/` are then unchanged, and that is the whole check. Where bytes
 cannot match (GPUs, other architectures, `train.compile`), every metric of every cell is
 compared with the committed one within the tolerances below, and the ones that moved are
-listed. Exit status 0: identical or within tolerance; 1: something moved beyond it (or a
-committed metrics file is not its dvc.lock's); 2: a file that cannot be read (one line).
+listed. Exit status 0: identical or within tolerance; 1: something moved beyond it, bytes
+differ where they were promised (`numerics: exact` in both runs, every cell on an x86-64
+CPU, uncompiled; `fast` promises numbers only), or a committed metrics file is not its
+dvc.lock's; 2: a file that cannot be read (one line).
 
 The tolerances are stated, not tuned after the fact: without kernel pinning, a rerun on a
 second AVX2 machine moved the default profile's bounds by 0.2-0.8 % (BENCHMARKS.md), so 2 %
@@ -111,6 +113,21 @@ def compare(committed: dict, now: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["file", "metric", "committed", "now", "change", "tolerance", "ok"])
 
 
+def bytes_promised(rev: str) -> bool:
+    """Whether bytes, not tolerances, are the check: `numerics: exact` in the committed and
+    the current params.yaml, and every rerun cell on an x86-64 CPU, uncompiled (README)."""
+    import yaml
+    committed = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
+    modes = [yaml.safe_load(t).get("numerics", "exact")  # runs before the key were all pinned
+             for t in (committed.stdout or "{}",
+                       Path("params.yaml").read_text() if Path("params.yaml").exists() else "{}")]
+    cells = [json.loads(p.read_text())["settings"] for p in Path("eval").glob("**/info.json")]
+    return modes == ["exact", "exact"] and bool(cells) and all(
+        s.get("numerics") == {"train": "exact", "eval": "exact"} and s["hardware"]["machine"] == "x86_64"
+        and s["hardware"]["train_device"] == s["hardware"]["eval_device"] == "cpu"
+        and s["train"].get("compile", "off") == s["eval"].get("compile", "off") == "off" for s in cells)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the committed run to compare with (git revision)")
@@ -150,6 +167,10 @@ def verify(rev: str) -> int:
     if len(moved):
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(moved.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    if bytes_promised(rev):
+        print("numerics: exact on an x86-64 CPU promises the same bytes, and they differ: "
+              "failed (same commit, wheels and thread count? README: What reproduces)")
+        return 1
     return 1 if len(bad) else 0
 
 

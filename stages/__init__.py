@@ -1,6 +1,7 @@
 """One thin script per DVC stage. Importing this package (every `python -m stages.<name>`)
 first checks the interpreter, then pins the CPU kernels before torch is imported, so
-`dvc repro` and `dvc exp run` get the same numerics as a hand-run stage."""
+`dvc repro` and `dvc exp run` get the same numerics as a hand-run stage (`numerics: fast`
+unpins them again in the training and evaluation stages: stages/kernels.py)."""
 import importlib.util
 import sys
 

@@ -25,8 +25,10 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
+from stages import KERNELS
 from stages import params as P
 from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
+from stages.kernels import set_numerics
 
 
 def sha256(path) -> str:
@@ -59,6 +61,7 @@ def main():
     args = ap.parse_args()
 
     params = P.read(args.params)
+    numerics = set_numerics(params["numerics"], KERNELS)  # before torch: `fast` unpins the kernels
     opts = P.eval_settings(params, args.bench)
     row = P.table_rows(params, args.bench).get(args.row)
     if row is None:
@@ -112,6 +115,8 @@ def main():
                 "aux": row.aux or row.beta, "profile": params.get("profile_name"),
                 "precision": saved["train_config"].get("precision", "fp32"),
                 "threads": torch.get_num_threads(), "kernels": _kernels(),
+                # exact: pinned kernels (bytes hold across x86-64 CPUs); fast: unpinned (numbers)
+                "numerics": {"train": saved.get("numerics", "exact"), "eval": numerics},
                 # where the numbers were computed: decides which reproducibility guarantee holds
                 "hardware": {"train_device": saved.get("device", "cpu"), "eval_device": device.type,
                              "machine": platform.machine(), "torch": torch.__version__}}

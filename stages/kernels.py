@@ -10,12 +10,19 @@ sets them all before torch or numpy is imported; `pinned_torch_setup` then fixes
 count and returns what is in effect.
 tests/test_kernel_pinning.py shows that each switch it can move on an AVX2 machine changes
 the bytes, and that with the pins the bytes no longer depend on the outer environment.
+
+The pins cost time (MKL's reproducible mode above all; BENCHMARKS.md), so they are a
+parameter, `numerics`: `exact` keeps them, `fast` hands every switch back to the outer
+environment (`set_numerics`, called by the training and evaluation stages once they have
+read params.yaml and before they import torch).
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +65,11 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     Pinned values replace any the outer environment had (a user's ATEN_CPU_CAPABILITY=default
     would change results); each replaced value is logged and returned under "replaced".
     Returns {"env": {variable: value}, "replaced": {variable: outer value},
-    "imported_before": [libraries already loaded, whose switches may have come too late]}.
+    "outer": {variable: outer value or None}, "imported_before": [libraries already loaded,
+    whose switches may have come too late]}.
     """
     pins = dict(PINS)
+    before = {k: environ.get(k) for k in pins}
     # OPENBLAS_PIN stays out: some machines set OPENBLAS_CORETYPE themselves to keep an older
     # OpenBLAS off kernels that crash there, and the trained bytes never go through numpy's
     # BLAS (torch uses MKL and oneDNN); the prepared data reproduced across CPUs without it
@@ -72,7 +81,27 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     if early:
         log.warning("kernel pinning: %s already imported; its kernels may be chosen already",
                     ", ".join(early))
-    return {"env": pins, "replaced": replaced, "imported_before": early}
+    return {"env": pins, "replaced": replaced, "outer": before, "imported_before": early}
+
+
+NUMERICS = ("exact", "fast")
+
+
+def set_numerics(mode, pinned: dict, environ=os.environ) -> str:
+    """Keep the pins (`exact`) or undo them (`fast`): every pinned variable gets back the
+    value the outer environment had, or is removed. `pinned` is what pin_cpu_kernels
+    returned. Call before torch is imported: torch reads the switches once, when loaded."""
+    if mode not in NUMERICS:
+        raise UserError(f"numerics={mode!r} in params.yaml: expected one of {', '.join(NUMERICS)}")
+    if mode == "fast":
+        for k, value in pinned["outer"].items():
+            if value is None:
+                environ.pop(k, None)
+            else:
+                environ[k] = value
+        if "torch" in sys.modules:
+            log.warning("numerics=fast: torch already imported; its kernels may stay pinned")
+    return mode
 
 
 def _library_versions(config: str) -> dict:

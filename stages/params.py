@@ -20,8 +20,9 @@ from typing import Callable
 
 from pipeline.config import COMPILE_MODES, PRECISIONS
 from pipeline.errors import UserError
+from stages.kernels import NUMERICS
 
-TOP = ("profile_name", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
+TOP = ("profile_name", "numerics", "aux_weight", "seeds", "benchmarks", "model", "train", "eval", "report")
 BENCH = ("source", "data", "rows", "aux_rows", "beta_rows", "aux_weight", "betas", "model", "train", "eval")
 
 
@@ -174,6 +175,7 @@ WEIGHT = Rule(float, lambda v: v >= 0, "a loss weight cannot be negative")
 # value"). tests/test_params_ranges.py fails when a key of params.yaml has no rule here.
 RULES = {
     "profile_name": Rule(str, bool, "the profile's name (conf/profile/<name>.yaml)"),
+    "numerics": one_of(*NUMERICS),
     "aux_weight": WEIGHT,
     "seeds": Rule(list, lambda v: len(v) > 0 and _ints(v) and len(set(v)) == len(v),
                   "a non-empty list of distinct seed indices >= 0, such as [0, 1]"),

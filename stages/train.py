@@ -31,8 +31,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from stages import KERNELS
 from stages import params as P
 from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
+from stages.kernels import set_numerics
 
 
 def main():
@@ -49,6 +51,7 @@ def main():
     args = ap.parse_args()
 
     params = P.read(args.params)
+    numerics = set_numerics(params["numerics"], KERNELS)  # before torch: `fast` unpins the kernels
     rows = P.table_rows(params, args.bench)
     if args.row not in rows:
         raise StageError(f"{args.bench} trains no row {args.row!r}; its rows: {', '.join(rows)} "
@@ -85,7 +88,8 @@ def main():
     cell = f"{args.bench}/{row.name}/s{args.seed}"
     manifest_sha = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()
     key = checkpoint.resume_key({"cell": cell, "model": asdict(mcfg), "train": asdict(tcfg), "world": world,
-                                 "opts": asdict(opts), "code": code_hash(__file__)}, args.data)
+                                 "opts": asdict(opts), "code": code_hash(__file__), "numerics": numerics},
+                                args.data)
     ckpt = Path(args.ckpt_root) / key / "train.pt"
     live = _live(args.live or f"live/{cell}", resume=ckpt.exists()) if main_rank else None
     bar = _progress(tcfg.max_updates, cell, disable=not main_rank)
@@ -133,6 +137,7 @@ def main():
             "options": asdict(opts), "row": asdict(row), "params": count_parameters(model),
             "updates": out["position"]["updates"], "skipped": out["skipped"], "world_size": world,
             "device": device.type,  # what `auto` became: cpu runs are byte-stable, cuda runs are not
+            "numerics": numerics,   # exact: pinned kernels, bytes hold across CPUs; fast: they do not
             "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha})
         timing = ("frames_per_s", "ms_per_update")
         write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}

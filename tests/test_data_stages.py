@@ -76,12 +76,13 @@ def test_data_config_rejects_unknown_benchmarks_sources_and_keys(tmp_path):
     (("train", "device", "gpu"), "train.device"),
     (("model", "output", "foo"), "model.output"),         # found when the model is built
     (("model", "gmm_components", 0), "gmm_components"),
+    ((None, "numerics", "quick"), "numerics"),
 ])
 def test_params_are_type_checked_in_one_line(tmp_path, edit, key):
     from stages.check import check
     p = P.read(params_with(tmp_path))
     section, name, value = edit
-    p[section][name] = value
+    (p[section] if section else p)[name] = value
     if key is None:
         check(p)
         return

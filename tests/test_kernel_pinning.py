@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.kernels import OPENBLAS_PIN, PINS, cpu_has_avx2, pin_cpu_kernels
+from pipeline.errors import UserError
+from stages.kernels import OPENBLAS_PIN, PINS, cpu_has_avx2, pin_cpu_kernels, set_numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "pin_child.py"
@@ -69,6 +70,37 @@ def test_pin_overrides_and_reports_the_outer_environment():
     assert all(environ[k] == v for k, v in got["env"].items())
     assert OPENBLAS_PIN[0] not in got["env"]  # left to the machine
     assert "torch" in got["imported_before"]  # pytest's conftest imported it: too late here
+
+
+def test_fast_numerics_gives_the_outer_environment_back():
+    outer = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "HOME": "/x"}
+    environ = dict(outer)
+    pinned = pin_cpu_kernels(environ)
+    assert set_numerics("exact", pinned, environ) == "exact" and environ["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert set_numerics("fast", pinned, environ) == "fast" and environ == outer
+    with pytest.raises(UserError, match="numerics='quick'"):
+        set_numerics("quick", pinned, environ)
+
+
+def _capability_after(mode: str) -> list:
+    """torch's kernel level and MKL_CBWR in a child that imports the stages package (the
+    pins), applies `mode`, then imports torch, as the training and evaluation stages do."""
+    code = ("import os, stages; from stages.kernels import set_numerics; "
+            f"set_numerics({mode!r}, stages.KERNELS); import torch; "
+            "print(torch.backends.cpu.get_cpu_capability(), os.environ.get('MKL_CBWR'))")
+    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_fast_numerics_reaches_torch():
+    assert _capability_after("exact") == ["AVX2", "COMPATIBLE"]
+    capability, cbwr = _capability_after("fast")
+    assert cbwr == "None"
+    if " avx512f" in Path("/proc/cpuinfo").read_text():  # else AVX2 is this CPU's own best
+        assert capability.startswith("AVX512")
 
 
 def test_training_is_deterministic_without_pinning(runs):

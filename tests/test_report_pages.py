@@ -125,7 +125,7 @@ def make_project(root):
                                          "active_units": None}, speech)
     with open(os.path.join(root, "params.yaml"), "w") as f:
         speech_rows = [r for r in SPEECH if "aux" not in r]
-        yaml.safe_dump({"profile_name": "test", "aux_weight": 0.005, "seeds": [0, 1, 2],
+        yaml.safe_dump({"profile_name": "test", "numerics": "exact", "aux_weight": 0.005, "seeds": [0, 1, 2],
                         "benchmarks": {"timit": {"source": "embedded", "rows": speech_rows,
                                                  "aux_rows": ["zforcing_aux"]},
                                        "mnist": {"source": "binarized_mnist", "rows": ["lstm", "zforcing"],
@@ -326,7 +326,7 @@ def tables_claim(v_results):
 def test_bad_report_setting_is_one_line(tmp_path, report):
     from pipeline.errors import UserError
     p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({"profile_name": "x", "aux_weight": 0, "seeds": [0],
+    p.write_text(yaml.safe_dump({"profile_name": "x", "numerics": "exact", "aux_weight": 0, "seeds": [0],
                                  "benchmarks": {}, "model": {}, "train": {}, "eval": {},
                                  "report": report}))
     with pytest.raises(UserError, match=f"report.{next(iter(report))}"):

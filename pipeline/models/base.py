@@ -6,6 +6,11 @@ A model is an nn.Module with
   generate(n, steps, first=None) -> Tensor    sequences sampled from the prior
 and a class attribute `exact` (True when log_px is the exact log-likelihood). The bounds,
 the trainer and the reports use only this, never the model's type.
+A latent model may also fold samples (`folds_samples = True`): given noise for k samples
+of each sequence, k * B rows ordered sample-major (row s * B + b), it returns Terms of
+k * B rows, the same as for the batch repeated k times, doing the work that depends only on
+the data (embeddings, backward RNNs) once. That work is `shared_work(batch)`, and
+forward(batch, noise, shared) reuses it across calls on the same batch (the IWAE's chunks).
 """
 from __future__ import annotations
 
@@ -51,6 +56,30 @@ class Terms:
 def deterministic_terms(log_px: torch.Tensor, steps: torch.Tensor) -> Terms:
     zero = torch.zeros_like(log_px)
     return Terms(log_px, zero, zero, zero, zero, zero, steps)
+
+
+def samples_in(noise: torch.Tensor, batch_size: int) -> int:
+    """k, when `noise` holds k samples of each of batch_size sequences (rows s * B + b)."""
+    if noise.shape[0] % batch_size:
+        raise ValueError(f"noise of {noise.shape[0]} rows for a batch of {batch_size} sequences")
+    return noise.shape[0] // batch_size
+
+
+def tile(x: torch.Tensor | None, k: int, dim: int = 0):
+    """x repeated k times along `dim` (sample-major, as samples_in's rows); x when k is 1."""
+    if x is None or k == 1:
+        return x
+    reps = [1] * x.dim()
+    reps[dim] = k
+    return x.repeat(*reps)
+
+
+def add_shared(shared: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """shared + x, where x holds k samples of each of shared's rows (rows s * B + b): the
+    samples read the same shared values, broadcast rather than copied k times."""
+    if shared.shape[0] == x.shape[0]:
+        return shared + x
+    return (shared + x.view(-1, *shared.shape)).view(x.shape)
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

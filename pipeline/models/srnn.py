@@ -23,12 +23,14 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, first_input, gather_time, latent_terms, output_head, reverse_index
+from .base import (Terms, add_shared, first_input, gather_time, latent_terms, output_head,
+                   reverse_index, samples_in, tile)
 from .layers import Embedding, GaussianMLP, lrelu, make_lstm
 
 
 class SRNN(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -46,23 +48,35 @@ class SRNN(nn.Module):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
 
-    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
-        """Deterministic states and every per-step latent quantity, time-major (T, B, ...)."""
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: d_t, a_t and their shares of the prior's
+        and posterior's first layers (base.py: folding samples)."""
+        z_dim = self.cfg.z_dim
+        d, _ = self.fwd_rnn(self.emb(batch.x))                               # (B, T, r)
+        rev = reverse_index(batch.mask)
+        a = gather_time(self.bwd_rnn(gather_time(torch.cat([d, self.emb(batch.y)], -1), rev))[0], rev)
+        D, A = d.transpose(0, 1), a.transpose(0, 1)
+        # data-only shares of both MLPs' first layers, all steps at once
+        w_p, w_q = self.prior.l1.weight, self.post.l1.weight
+        p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
+        q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
+        return D, A, p_d, q_a
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> dict:
+        """Deterministic states and every per-step latent quantity, time-major (T, B, ...);
+        with noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
         z_dim, m = cfg.z_dim, cfg.mlp_dim
         mask = batch.mask
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, z_dim, device=mask.device, dtype=self.dec.weight.dtype)
-        d, _ = self.fwd_rnn(self.emb(batch.x))                               # (B, T, r)
-        rev = reverse_index(mask)
-        a = gather_time(self.bwd_rnn(gather_time(torch.cat([d, self.emb(batch.y)], -1), rev))[0], rev)
-        tm = lambda t_: t_.transpose(0, 1)  # noqa: E731
-        D, A, eps = tm(d), tm(a), tm(noise)
-        # data-only shares of both MLPs' first layers, all steps at once
+        D, A, p_d, q_a = shared or self.shared_work(batch)
+        eps = noise.transpose(0, 1)
         w_p, w_q = self.prior.l1.weight, self.post.l1.weight
-        p_d = F.linear(D, w_p[:, z_dim:], self.prior.l1.bias)
-        q_a = F.linear(A, w_q[:, z_dim:], self.post.l1.bias)
+        k = samples_in(noise, B)                                              # the k samples share the above
+        D, A = tile(D, k, 1), tile(A, k, 1)
+        B = k * B
         w_z = torch.cat([w_p[:, :z_dim], w_q[:, :z_dim]], 0)                 # one matmul on z_{t-1}
 
         z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
@@ -70,19 +84,20 @@ class SRNN(nn.Module):
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for pd, qa, e in zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0)):
             hp, hq = F.linear(z, w_z).split([m, m], dim=-1)
-            mu_p, lv_p = self.prior.from_hidden(hp + pd)
-            dmu, lv_q = self.post.from_hidden(hq + qa)
+            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp))
+            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq))
             mu_q = mu_p + dmu                                                 # Res_q
             z = mu_q + torch.exp(0.5 * lv_q) * e
             mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)
         return dict(d=D, a=A, mu_p=torch.stack(mps), lv_p=torch.stack(lps),
                     mu_q=torch.stack(mqs), lv_q=torch.stack(lqs), z=torch.stack(zs))
 
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
-        v = self.latents(batch, noise)
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
+        v = self.latents(batch, noise, shared)
+        k = v["z"].shape[1] // batch.size                                     # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["z"], v["d"]], -1)))
-        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
+        log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))
+        return latent_terms(tile(batch.mask, k), log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, first_input, latent_terms, output_head
+from .base import Terms, add_shared, first_input, latent_terms, output_head, samples_in, tile
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 
 
 class VRNN(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig, standard_prior: bool = False):
         super().__init__()
@@ -63,20 +64,27 @@ class VRNN(nn.Module):
         inside the loop would cost a full-size zero gradient per step in autograd)."""
         return lstm_update(pre_x + self.w_hh(g) + F.linear(phz, w_z), c)
 
-    def latents(self, batch: Batch, noise: torch.Tensor | None = None) -> dict:
-        """The recurrence and every per-step latent quantity, time-major (T, B, ...)."""
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, for all steps at once, time-major: the input-side
+        LSTM pre-activations and the posterior's share of emb(y_t) (base.py: folding samples)."""
+        e, tm = self.cfg.emb_dim, lambda a: a.transpose(0, 1)  # noqa: E731
+        pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
+        q_y = F.linear(tm(self.emb(batch.y)), self.post.l1.weight[:, :e], self.post.l1.bias)
+        return pre_x, q_y
+
+    def latents(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> dict:
+        """The recurrence and every per-step latent quantity, time-major (T, B, ...); with
+        noise for k samples per sequence, (T, k * B, ...)."""
         cfg = self.cfg
         e, r = cfg.emb_dim, cfg.rnn_dim
         mask = batch.mask
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
-        tm = lambda a: a.transpose(0, 1)  # noqa: E731
-        eps = tm(noise)
-        # data-only parts for all steps at once
-        pre_x = F.linear(tm(self.emb(batch.x)), self.w_ih.weight[:, :e], self.w_ih.bias)
-        w_q = self.post.l1.weight
-        q_y = F.linear(tm(self.emb(batch.y)), w_q[:, :e], self.post.l1.bias)
+        eps, w_q = noise.transpose(0, 1), self.post.l1.weight
+        pre_x, q_y = shared or self.shared_work(batch)
+        k = samples_in(noise, B)                                           # the k samples share the above
+        B = k * B
         w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
         w_g = torch.cat([w_q[:, e:], self.w_hh.weight], 0)                 # one matmul on g_t
 
@@ -86,9 +94,9 @@ class VRNN(nn.Module):
         gs, mus, lvs, zs, phzs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for px, qy, e in zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0)):
-            g, c = lstm_update(px + hh + F.linear(phz, w_z), c)
+            g, c = lstm_update(add_shared(px, hh) + F.linear(phz, w_z), c)
             hq, hh = F.linear(g, w_g).split([cfg.mlp_dim, 4 * r], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(qy + hq)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             phz = lrelu(self.phi_z(z))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
@@ -97,11 +105,12 @@ class VRNN(nn.Module):
         return dict(g=G, mu_q=torch.stack(mus), lv_q=torch.stack(lvs), z=torch.stack(zs),
                     phz=torch.stack(phzs), mu_p=mu_p, lv_p=lv_p)
 
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
-        v = self.latents(batch, noise)
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
+        v = self.latents(batch, noise, shared)
+        k = v["z"].shape[1] // batch.size                                  # samples per sequence
         feat = lrelu(self.dec(torch.cat([v["phz"], v["g"]], -1)))
-        log_px = self.out.log_prob(feat, batch.y.transpose(0, 1))
-        return latent_terms(batch.mask, log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
+        log_px = self.out.log_prob(feat, tile(batch.y, k).transpose(0, 1))
+        return latent_terms(tile(batch.mask, k), log_px, v["mu_q"], v["lv_q"], v["mu_p"], v["lv_p"], v["z"])
 
     @torch.no_grad()
     def generate(self, n: int, steps: int, first: torch.Tensor | None = None,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
-                   reverse_index)
+                   reverse_index, add_shared, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
 from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
                      lrelu, lstm_update, make_lstm)
@@ -26,6 +26,7 @@ from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden,
 
 class ZForcing(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -71,15 +72,28 @@ class ZForcing(nn.Module):
     def _gates(self, pre_x, hh, z, w_z):
         """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
         if self.cfg.cond_ln:
-            return pre_x + cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0))
-        return pre_x + hh + F.linear(self.z_proj(z), w_z)
+            return add_shared(pre_x, cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0)))
+        return add_shared(pre_x, hh) + F.linear(self.z_proj(z), w_z)
 
     def noise_shape(self, batch: Batch):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
 
     # -- training / evaluation ---------------------------------------------------------------
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: b_t, the input-side LSTM
+        pre-activations and the posterior's b_t share (base.py: folding samples)."""
+        ex, ey = self.emb(batch.x), self.emb(batch.y)
+        # backward state b_t summarises y_t..y_T; reversing within each length keeps the
+        # padding out of every real step (quirk 4 of the official code, corrected)
+        rev = reverse_index(batch.mask)
+        b_t = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev).transpose(0, 1)
+        pre_x = self._input_preacts(ex.transpose(0, 1))
+        w_q = self.post.l1.weight
+        q_b = F.linear(b_t, w_q[:, self.cfg.rnn_dim:], self.post.l1.bias)   # posterior's b_t share
+        return b_t, pre_x, q_b
+
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
         check_batch(cfg, batch)
         r = cfg.rnn_dim
@@ -87,18 +101,12 @@ class ZForcing(nn.Module):
         B, T = mask.shape
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
-
-        ex, ey = self.emb(batch.x), self.emb(batch.y)
-        # backward state b_t summarises y_t..y_T; reversing within each length keeps the
-        # padding out of every real step (quirk 4 of the official code, corrected)
-        rev = reverse_index(mask)
-        b = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev)
-
+        k = samples_in(noise, B)
+        b_t, pre_x, q_b = shared or self.shared_work(batch)
         tm = lambda a: a.transpose(0, 1)  # noqa: E731  batch-first -> time-major view
-        b_t, eps = tm(b), tm(noise)
-        pre_x = self._input_preacts(tm(ex))
-        w_q = self.post.l1.weight
-        q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        eps, w_q = tm(noise), self.post.l1.weight
+        # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
+        b_k, mask, y, B = tile(b_t, k, 1), tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         w_z = self._z_weight()
 
@@ -108,7 +116,7 @@ class ZForcing(nn.Module):
         # per step, quadratic in T (MNIST's 784 steps: 53 s an update instead of 3 s)
         for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             h, c = lstm_update(self._gates(px, hh, z, w_z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
@@ -119,15 +127,15 @@ class ZForcing(nn.Module):
         mu_p, lv_p = self.prior(H_prev)
 
         mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
-        target = b_t.detach()                                     # aux target gets no gradient
+        target = b_k.detach()                                     # aux target gets no gradient
         if cfg.use_l2:
             aux = ((target - torch.tanh(mu_a)) ** 2).sum(-1)
         else:
             aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
 
-        log_px = self.out.log_prob(H, tm(batch.y))
+        log_px = self.out.log_prob(H, tm(y))
         bwd = -self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None else None
-        return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=bwd)
+        return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=tile(bwd, k, 1))
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()

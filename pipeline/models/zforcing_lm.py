@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, ModelConfig
 from ..datasets.batches import Batch
-from .base import Terms, check_batch, gather_time, latent_terms, output_head, reverse_index
+from .base import (Terms, add_shared, check_batch, gather_time, latent_terms, output_head,
+                   reverse_index, samples_in, tile)
 from .distributions import gaussian_log_prob
 from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update, make_lstm
 
@@ -30,6 +31,7 @@ BOS_ID = 1  # <S>: the first input of every sentence (pipeline.datasets.text)
 
 class ZForcingLM(nn.Module):
     exact = False
+    folds_samples = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -64,7 +66,7 @@ class ZForcingLM(nn.Module):
 
     def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t."""
-        return pre_x + hh + self.z_gates(lrelu(self.z_hid(z)))
+        return add_shared(pre_x, hh) + self.z_gates(lrelu(self.z_hid(z)))
 
     def cell(self, pre_x, h, c, z):
         """One step (h_t, c_t) from the input pre-activations, the previous state and z_t."""
@@ -80,14 +82,23 @@ class ZForcingLM(nn.Module):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
 
-    def posterior_path(self, batch: Batch, noise: torch.Tensor):
-        """Teacher-forced pass with z_t ~ q: (H, Z, mu_q, lv_q, b), all time-major."""
-        r = self.cfg.rnn_dim
-        B, T = batch.mask.shape
+    def shared_work(self, batch: Batch):
+        """What depends only on the data, time-major: b_t, the input-side pre-activations
+        and the posterior's b_t share (base.py: folding samples)."""
         b_t = self.backward_states(batch)
         pre_x = self.input_preacts(batch.x.transpose(0, 1))      # (T, B, 4r)
+        q_b = F.linear(b_t, self.post.l1.weight[:, self.cfg.rnn_dim:], self.post.l1.bias)
+        return b_t, pre_x, q_b
+
+    def posterior_path(self, batch: Batch, noise: torch.Tensor, shared=None):
+        """Teacher-forced pass with z_t ~ q: (H, Z, mu_q, lv_q, b), all time-major; with noise
+        for k samples per sequence, k * B columns (b computed once and repeated)."""
+        r = self.cfg.rnn_dim
+        B, T = batch.mask.shape
+        b_t, pre_x, q_b = shared or self.shared_work(batch)
         w_q = self.post.l1.weight
-        q_b = F.linear(b_t, w_q[:, r:], self.post.l1.bias)       # posterior's b_t share
+        k = samples_in(noise, B)                                  # the k samples share the above
+        b_t, B = tile(b_t, k, 1), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         eps = noise.transpose(0, 1)
         h = c = batch.mask.new_zeros(B, r)
@@ -95,22 +106,24 @@ class ZForcingLM(nn.Module):
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
         for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
             hh, hq = F.linear(h, w_h).split([4 * r, self.cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(hq + qb)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
             z = mu_q + torch.exp(0.5 * lv_q) * e
             h, c = lstm_update(self.gates(px, hh, z), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
         return torch.stack(hs), torch.stack(zs), torch.stack(mus), torch.stack(logvars), b_t
 
     # -- training / evaluation ---------------------------------------------------------------
-    def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
+    def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
         check_batch(cfg, batch)
         mask = batch.mask
         if noise is None:
             noise = torch.randn(self.noise_shape(batch), device=mask.device,
                                 dtype=self.w_hh.weight.dtype)
-        H, Z, mu_q, lv_q, b_t = self.posterior_path(batch, noise)
-        B = mask.shape[0]
+        H, Z, mu_q, lv_q, b_t = self.posterior_path(batch, noise, shared)
+        k = samples_in(noise, mask.shape[0])
+        batch = Batch(tile(batch.x, k), tile(batch.y, k), tile(mask, k))
+        mask, B = batch.mask, batch.size
         H_prev = torch.cat([H.new_zeros(1, B, cfg.rnn_dim), H[:-1]])   # h_0..h_{T-1}
         mu_p, lv_p = self.prior(H_prev)
         mu_a, lv_a = self.aux(Z if cfg.z_force else torch.cat([H_prev, Z], -1))
