@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -38,6 +39,7 @@ def parse(argv):
     p.add_argument("--slurm-walltime", default="24:00:00")
     p.add_argument("--slurm-partition")
     p.add_argument("--slurm-account")
+    p.add_argument("--slurm-interface", help="network interface the workers reach the driver on")
     p.add_argument("--job-script", action="store_true",
                    help="print the Slurm job script and exit")
     p.add_argument("--root", default=".", help="the repository (default: here)")
@@ -51,7 +53,8 @@ def make_cluster(args, root: Path):
     if args.slurm or args.job_script:
         job = cluster.SlurmJob(str(root), cores=args.slurm_cores, memory=args.slurm_memory,
                                gpus=args.slurm_gpus, walltime=args.slurm_walltime,
-                               queue=args.slurm_partition, account=args.slurm_account)
+                               queue=args.slurm_partition, account=args.slurm_account,
+                               interface=args.slurm_interface)
         c = cluster.slurm(job)
         if not args.job_script:
             c.scale(jobs=args.slurm)
@@ -132,6 +135,7 @@ def _running(root: Path) -> dict[str, float]:
 def main(argv=None) -> int:
     args = parse(argv)
     root = Path(args.root).resolve()
+    os.chdir(root)  # DVC resolves targets, and stages run, from the repository's root
     if args.job_script:  # the recipe's check: touches nothing in the repository
         c, _, _ = make_cluster(args, root)
         print(c.job_script())
@@ -165,8 +169,10 @@ def main(argv=None) -> int:
         client.close()
         if c is not None:
             c.close()
-        # entries already there keep their place; new ones go in dvc repro's order
-        order = before + [s for s in plan.order if s not in before]
+        # entries already there keep their place, as DVC keeps them; new ones go in
+        # dvc.yaml's order (dvc repro's own order of independent stages varies from run to
+        # run: it follows Python's string hashing)
+        order = before + [s for s in plan.listed if s not in before]
         dag.under_repo_lock(root, lambda: lockfile.put_in_order(root, order))
     if code == 0:  # a failed or killed run keeps the order for its rerun
         lockfile.forget_order(root)

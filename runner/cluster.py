@@ -84,16 +84,19 @@ class SlurmJob:
     walltime: str = "24:00:00"
     queue: str | None = None   # partition
     account: str | None = None
+    venv: str = ".venv"        # activated in the job: stage commands call `python` from PATH
+    interface: str | None = None  # network interface for scheduler and workers (e.g. ib0)
 
 
 def slurm(job: SlurmJob):
     from dask_jobqueue import SLURMCluster
-    slots = job.gpus or 1
+    slots = job.gpus or job.cores  # a CPU job: one stage per core (train.threads 1)
     return SLURMCluster(
         cores=job.cores, processes=1, memory=job.memory, walltime=job.walltime,
         queue=job.queue, account=job.account, python="python",
         job_extra_directives=[f"--gres=gpu:{job.gpus}"] if job.gpus else [],
         worker_extra_args=["--resources", f"{RESOURCE}={slots}"],
         # stage commands call `python` from PATH and run in the repository
-        job_script_prologue=[f"cd {job.root}", ". .venv/bin/activate"],
+        job_script_prologue=[f"cd {job.root}", f". {job.venv}/bin/activate"],
+        interface=job.interface,
         log_directory=f"{job.root}/.dvc/tmp/runner/slurm")

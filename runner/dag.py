@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class Plan:
     order: list[str]                                  # as `dvc repro` runs them
     deps: dict[str, set[str]] = field(default_factory=dict)  # stage -> stages it needs
+    listed: list[str] = field(default_factory=list)   # every stage, in dvc.yaml's order
 
 
 def _open(root):
@@ -41,7 +42,8 @@ def plan(root, targets: list[str]) -> Plan:
     wanted = set(steps)
     return Plan([s.addressing for s in steps],
                 {s.addressing: {d.addressing for d in graph.successors(s) if d in wanted}
-                 for s in steps})
+                 for s in steps},
+                [s.addressing for s in repo.index.stages])
 
 
 def changed(root, names: list[str]) -> set[str]:

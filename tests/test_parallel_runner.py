@@ -45,12 +45,13 @@ def outputs(repo: Path) -> dict:
 
 
 def forget(repo: Path) -> None:
-    """Back to a commit that never ran: no outputs, no dvc.lock, no run-cache."""
-    for top in ("data/mnist", "models/mnist", "data/params.ok", ".dvc/cache/runs", "live", ".ckpt"):
+    """No outputs, no cache: every stage must run again. dvc.lock stays, as a clone's
+    committed one does (DVC updates its entries in place; a new entry's place in a fresh
+    `dvc repro` follows Python's string hashing, so only in-place bytes can be compared)."""
+    for top in ("data/mnist", "models/mnist", "data/params.ok", ".dvc/cache", "live", ".ckpt"):
         path = repo / top
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     sh("git checkout -q -- eval && git clean -qfd eval", repo)
-    (repo / "dvc.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def built(tmp_path_factory):
     reference = outputs(repo)
     forget(repo)
     res = sh(RUNNER, repo)
+    sh("git add -A && git commit -qm parallel", repo)  # experiments start from a commit
     return repo, reference, res.stdout
 
 
@@ -70,13 +72,15 @@ def built(tmp_path_factory):
 def repo(built):
     yield built[0]
     # whatever a test did, leave the parallel run's end state for the next one
-    sh(f"git checkout -q -- params.yaml && {RUNNER}", built[0])
+    sh("git checkout -q -- params.yaml dvc.lock", built[0])
+    if "up to date" not in sh(f"dvc status {TARGETS}", built[0]).stdout:
+        sh(RUNNER, built[0])
 
 
 def test_parallel_run_is_byte_identical_to_sequential_repro(built):
     repo, reference, out = built
     assert outputs(repo) == reference
-    assert "[7/7 done]" in out and "running:" in out, out
+    assert "[7/7 done]" in out and "running:" in out and "7 stage(s) ran" in out, out
     assert "up to date" in sh(f"dvc status {TARGETS}", repo).stdout
     # each stage's output is in a log of its own, not in the driver's
     logs = sorted(p.name for p in (repo / ".dvc/tmp/runner/logs").glob("*.log"))
@@ -84,7 +88,143 @@ def test_parallel_run_is_byte_identical_to_sequential_repro(built):
     assert "Running stage" not in out
 
 
+def test_new_entries_land_in_dvc_yaml_order_whatever_order_they_finished(built, tmp_path, monkeypatch):
+    """The runner's last step: dvc.lock's new entries, appended as cells finished, are put
+    in dvc.yaml's order, the bytes DVC's own dumper writes."""
+    from dvc.utils.serialize import dump_yaml, parse_yaml_for_update
+    from runner import dag, lockfile
+    repo, reference, _ = built
+    monkeypatch.chdir(repo)  # DVC resolves targets from the working directory
+    data = parse_yaml_for_update(reference["dvc.lock"].decode(), "dvc.lock")
+    names = list(data["stages"])
+    listed = [s for s in dag.plan(repo, TARGETS.split()).listed if s in names]
+    shuffled = type(data["stages"])()
+    for name in reversed(names):
+        shuffled[name] = data["stages"][name]
+    data["stages"] = shuffled
+    dump_yaml(str(tmp_path / "dvc.lock"), data)
+    assert lockfile.put_in_order(tmp_path, listed)
+    assert lockfile.entries(tmp_path) == listed
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(tmp_path / "dvc.lock", again / "dvc.lock")
+    assert not lockfile.put_in_order(again, listed)  # in order already: left alone
+    if names == listed:  # the reference's entries happened to come in dvc.yaml's order
+        assert (tmp_path / "dvc.lock").read_bytes() == reference["dvc.lock"]
+
+
 def test_rerun_is_a_noop_and_plain_repro_agrees(repo):
     out = sh(RUNNER, repo).stdout
     assert "0 stage(s) ran" in out, out
     assert ran(sh(f"dvc repro {TARGETS}", repo).stdout) == set()
+
+
+def test_exp_run_reuses_the_runners_cells(repo):
+    """The runner filled DVC's run-cache: an experiment retrains only the aux cell, and
+    going back to the committed weight trains nothing."""
+    out = sh(f"dvc exp run -S aux_weight=0.02 {TARGETS}", repo).stdout
+    assert ran(out) - {"check"} == {AUX, "evaluate_mnist_aux@zforcing_aux-0"}, out
+    out = sh(f"dvc exp run -S aux_weight={yaml.safe_load(sh('git show HEAD:params.yaml', repo).stdout)['aux_weight']} {TARGETS}", repo).stdout
+    assert ran(out) - {"check"} == set(), out
+
+
+def _wait_for(what, cond, proc, limit=300):
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert proc.poll() is None, f"the runner ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {limit} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def jobqueue_workers(built):
+    """The README's Slurm recipe, as far as this machine goes: the driver-side cluster is
+    dask-jobqueue's SLURMCluster (its scheduler on loopback, here in the test process), and
+    two workers are started by running its generated job script with bash, as sbatch would."""
+    from distributed import Client
+    from runner.cluster import SlurmJob, slurm
+    repo = built[0]
+    cluster = slurm(SlurmJob(str(repo), cores=1, memory="2GB", gpus=0, interface="lo",
+                             venv=sys.prefix))
+    script = cluster.job_script()
+    assert f"cd {repo}" in script and "--resources slot=1" in script and "--nanny" in script
+    jobs = []
+    for i in range(2):  # sbatch would give each job its own name
+        path = repo / f".dvc/tmp/job{i}.sh"
+        path.write_text(script.replace("dummy-name", f"job-{i}"))
+        jobs.append(subprocess.Popen(["bash", str(path)], env=_env(), start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield cluster.scheduler_address
+    finally:
+        for job in jobs:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+        cluster.close()
+
+
+def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueue_workers):
+    """SIGKILL the worker training the aux cell once its first checkpoint is on disk: the
+    engine reruns the cell on a worker, which resumes (dvclive keeps the rows the first
+    attempt logged), and every byte equals the sequential run's."""
+    shutil.rmtree(repo / "models/mnist/zforcing_aux/s0")
+    shutil.rmtree(repo / ".dvc/cache")  # nothing to restore: the cell must really train
+    proc = subprocess.Popen(f"{sys.executable} -m runner --scheduler {jobqueue_workers} -j 2 {TARGETS}",
+                            cwd=repo, env=_env(), shell=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pidfile = repo / f".dvc/tmp/runner/pids/{AUX}.json"
+    _wait_for("checkpoint", lambda: any(repo.glob(".ckpt/*/train.pt")) and pidfile.exists(), proc)
+    marker = repo / "live/mnist/zforcing_aux/s0/plots/metrics/first-attempt"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("a fresh start (no resume) would delete this folder")
+    os.kill(json.loads(pidfile.read_text())["worker"], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    log = (repo / f".dvc/tmp/runner/logs/{AUX}.log").read_text()
+    assert log.count("== dvc repro") == 2, log
+    assert marker.exists(), "the retried cell started over instead of resuming"
+    assert outputs(repo) == built[1]
+    assert "up to date" in sh(f"dvc status {TARGETS}", repo).stdout
+
+
+def test_killed_driver_then_rerun_finishes_the_work(repo, built):
+    """SIGKILL the driver while both train cells run, then empty dvc.lock as a kill during
+    DVC's write would (issue 24, F9): the same command again stops the leftovers, restores
+    dvc.lock and finishes, to the same bytes."""
+    import psutil
+    for row in ("lstm", "zforcing_aux"):
+        shutil.rmtree(repo / f"models/mnist/{row}/s0")
+    shutil.rmtree(repo / ".dvc/cache")
+    proc = subprocess.Popen(RUNNER, cwd=repo, env=_env(), shell=True, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = repo / ".dvc/tmp/runner/pids"
+    _wait_for("train stage", lambda: len(list(pids.glob("train_*.json"))) == 2, proc)
+    driver = [p for p in psutil.Process(proc.pid).children(recursive=True)
+              if "runner" in " ".join(p.cmdline())][0]
+    driver.kill()
+    proc.wait()
+    (repo / "dvc.lock").write_text("")
+    out = sh(RUNNER, repo).stdout
+    assert "restored the committed one" in out, out
+    assert outputs(repo) == built[1]
+    assert "up to date" in sh(f"dvc status {TARGETS}", repo).stdout
+    left = [p.pid for p in psutil.process_iter() if _in(p, repo)]
+    assert not left, "processes of the killed run are still alive"
+
+
+def _in(proc, repo) -> bool:
+    try:
+        return proc.cwd() == str(repo) and proc.pid != os.getpid()
+    except Exception:  # noqa: BLE001 - gone, or not ours to inspect
+        return False
+
+
+def test_job_script_names_the_recipes_resources():
+    out = subprocess.run([sys.executable, "-m", "runner", "--job-script", "--slurm-gpus", "2",
+                          "--slurm-partition", "gpu"], capture_output=True, text=True, check=True,
+                         env=_env()).stdout
+    for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:2", ". .venv/bin/activate",
+                 "--resources slot=2", "--nanny"):
+        assert line in out, out
