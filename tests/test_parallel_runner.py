@@ -22,12 +22,12 @@ RUNNER = f"{sys.executable} -m runner -j 2 {TARGETS}"
 
 
 def _cut_down(repo: Path) -> None:
-    """One seed of MNIST's exact LSTM and Z-Forcing + aux, 40 updates (a checkpoint every
+    """One seed of MNIST's exact LSTM and Z-Forcing + aux, 24 updates (a checkpoint every
     4), in the profile itself so that `dvc exp run` composes the same."""
     prof = repo / "conf/profile/tiny.yaml"
     conf = yaml.safe_load(prof.read_text())
     conf["seeds"] = [0]
-    conf["benchmarks"]["mnist"].update(rows=["lstm"], train={"max_updates": 40})
+    conf["benchmarks"]["mnist"].update(rows=["lstm"], train={"max_updates": 24})
     prof.write_text("# @package _global_\n" + yaml.safe_dump(conf, sort_keys=False))
     from dvc.utils.hydra import compose_and_dump
     compose_and_dump(repo / "params.yaml", str(repo / "conf"), None, "config", str(repo), [])
