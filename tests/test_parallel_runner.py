@@ -128,6 +128,19 @@ def test_exp_run_reuses_the_runners_cells(repo):
     assert ran(out) - {"check"} == set(), out
 
 
+def uncache(repo: Path, *stages: str) -> None:
+    """Make these stages run again for real: their outputs gone from the workspace and
+    the cache, and no run-cache. The other stages stay up to date."""
+    import contextlib
+    from dvc.repo import Repo
+    with contextlib.chdir(repo), Repo(str(repo)) as dvc:
+        for name in stages:
+            for out in dvc.stage.collect(name)[0].outs:
+                Path(out.cache_path).unlink()
+                shutil.rmtree(out.fs_path)
+    shutil.rmtree(repo / ".dvc/cache/runs")
+
+
 def _wait_for(what, cond, proc, limit=300):
     deadline = time.monotonic() + limit
     while not cond():
@@ -169,19 +182,26 @@ def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueu
     """SIGKILL the worker training the aux cell once its first checkpoint is on disk: the
     engine reruns the cell on a worker, which resumes (dvclive keeps the rows the first
     attempt logged), and every byte equals the sequential run's."""
-    shutil.rmtree(repo / "models/mnist/zforcing_aux/s0")
-    shutil.rmtree(repo / ".dvc/cache")  # nothing to restore: the cell must really train
+    uncache(repo, AUX)
     proc = subprocess.Popen(f"{sys.executable} -m runner --scheduler {jobqueue_workers} -j 2 {TARGETS}",
                             cwd=repo, env=_env(), shell=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pidfile = repo / f".dvc/tmp/runner/pids/{AUX}.json"
     _wait_for("checkpoint", lambda: any(repo.glob(".ckpt/*/train.pt")) and pidfile.exists(), proc)
+    held = json.loads(pidfile.read_text())
+    # freeze the training process where it is (a few updates in), so that the kill lands
+    # mid-cell however busy this machine is; the worker's death takes it down (runner.guard)
+    import psutil
+    [stage] = [p for p in psutil.Process(held["pgid"]).children(recursive=True)
+               if "stages.train" in " ".join(p.cmdline())]
+    stage.suspend()
     marker = repo / "live/mnist/zforcing_aux/s0/plots/metrics/first-attempt"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("a fresh start (no resume) would delete this folder")
-    os.kill(json.loads(pidfile.read_text())["worker"], signal.SIGKILL)
+    os.kill(held["worker"], signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
+    assert "1 stage(s) ran" in out, out  # the evaluation found the same model: up to date
     log = (repo / f".dvc/tmp/runner/logs/{AUX}.log").read_text()
     assert log.count("== dvc repro") == 2, log
     assert marker.exists(), "the retried cell started over instead of resuming"
@@ -194,9 +214,7 @@ def test_killed_driver_then_rerun_finishes_the_work(repo, built):
     DVC's write would (issue 24, F9): the same command again stops the leftovers, restores
     dvc.lock and finishes, to the same bytes."""
     import psutil
-    for row in ("lstm", "zforcing_aux"):
-        shutil.rmtree(repo / f"models/mnist/{row}/s0")
-    shutil.rmtree(repo / ".dvc/cache")
+    uncache(repo, "train_mnist@lstm-0", AUX)
     proc = subprocess.Popen(RUNNER, cwd=repo, env=_env(), shell=True, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pids = repo / ".dvc/tmp/runner/pids"
