@@ -128,8 +128,13 @@ def drive(client, root: Path, plan: dag.Plan, force: bool, retries: int, workers
 
 def _running(root: Path) -> dict[str, float]:
     """Stages an attempt is running right now: their pid files, by modification time."""
-    return {p.stem: p.stat().st_mtime for p in (state_dir(root) / "pids").glob("*.json")
-            if p.exists()}
+    running = {}
+    for pidfile in (state_dir(root) / "pids").glob("*.json"):
+        try:
+            running[pidfile.stem] = pidfile.stat().st_mtime
+        except FileNotFoundError:  # that attempt just ended
+            pass
+    return running
 
 
 def main(argv=None) -> int:

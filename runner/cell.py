@@ -94,7 +94,7 @@ def run_cell(cell: Cell) -> dict:
             if code == 0:
                 break
             out.flush()
-            tail = log.read_text(errors="replace")[start:]
+            tail = log.read_bytes()[start:].decode(errors="replace")
             if not any(b in tail for b in BUSY):
                 raise CellFailed(cell.stage, log, code)
             time.sleep(min(0.5 * 2 ** attempt, 10))  # DVC's lock: back off and try again

@@ -246,3 +246,50 @@ def test_job_script_names_the_recipes_resources():
     for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:2", ". .venv/bin/activate",
                  "--resources slot=2", "--nanny"):
         assert line in out, out
+
+
+def test_repair_restores_an_empty_lock_from_git_or_moves_it_aside(tmp_path):
+    """Issue 24, F9: a SIGKILL during DVC's write leaves dvc.lock empty; the runner puts
+    the committed one back before it starts (or, with none in git, moves it aside)."""
+    from runner import lockfile
+    good = "schema: '2.0'\nstages:\n  check:\n    cmd: true\n"
+    (tmp_path / "dvc.lock").write_text(good)
+    sh("git init -q && git add dvc.lock && git commit -qm lock", tmp_path)
+    assert lockfile.repair(tmp_path) is None
+    for broken in ("", "stages: [", "schema: '2.0'\n"):
+        (tmp_path / "dvc.lock").write_text(broken)
+        assert "restored" in lockfile.repair(tmp_path)
+        assert (tmp_path / "dvc.lock").read_text() == good
+    sh("git rm -q --cached dvc.lock && git commit -qm untrack", tmp_path)
+    (tmp_path / "dvc.lock").write_text("")
+    assert "dvc.lock.invalid" in lockfile.repair(tmp_path)
+    assert not (tmp_path / "dvc.lock").exists() and (tmp_path / "dvc.lock.invalid").exists()
+
+
+def test_workers_default_to_gpus_or_cores_over_threads(tmp_path, monkeypatch):
+    from runner import cluster
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"threads": 1, "nproc": 1},
+                                      "eval": {"threads": 2},
+                                      "benchmarks": {"timit": {"train": {"nproc": 2}}}}))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    shape = cluster.shape(params)
+    assert (shape.gpu, shape.slots, shape.per_worker, shape.workers) == (True, 4, 2, 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    shape = cluster.shape(params)
+    assert not shape.gpu and shape.slots == len(os.sched_getaffinity(0)) // 2
+    p = yaml.safe_load(params.read_text())
+    assert cluster.slots_for("train_timit_aux@zforcing_aux-0", p) == 2
+    assert cluster.slots_for("train_mnist@lstm-0", p) == 1
+    assert cluster.slots_for("evaluate_timit@rnn_gauss-0", p) == 1
+
+
+def test_progress_line_counts_and_estimates_from_measured_cells():
+    from runner.progress import Progress
+    progress = Progress(total=5, workers=2)
+    progress.finish("check")                       # up to date: no time to learn from
+    assert "ETA ?" in progress.line(["train_timit@a-0"])
+    progress.finish("train_timit@a-0", 100.0)
+    progress.finish("train_timit@b-0", 60.0)
+    line = progress.line(["train_timit@c-0", "train_timit@d-0"])
+    assert line.startswith("[3/5 done] ETA 1m20s")  # two cells of 80 s on two workers
