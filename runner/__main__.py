@@ -140,6 +140,12 @@ def _running(root: Path) -> dict[str, float]:
 def main(argv=None) -> int:
     args = parse(argv)
     root = Path(args.root).resolve()
+    bad = [f"{flag} {value}" for flag, value in (("-j", args.workers), ("--retries", args.retries),
+                                                 ("--slurm", args.slurm), ("--slurm-gpus", args.slurm_gpus))
+           if value < 0] + ([f"--slurm-cores {args.slurm_cores}"] if args.slurm_cores < 1 else [])
+    if bad:
+        print(f"error: {', '.join(bad)}: must not be negative (cores: at least 1)", file=sys.stderr)
+        return 2
     os.chdir(root)  # DVC resolves targets, and stages run, from the repository's root
     if args.job_script:  # the recipe's check: touches nothing in the repository
         c, _, _ = make_cluster(args, root)
@@ -164,6 +170,14 @@ def main(argv=None) -> int:
     except DvcException as err:  # e.g. a target that names no stage
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.slurm:  # a stage that claims more slots than any worker owns would wait forever
+        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+        need = max((cluster.slots_for(s, params) for s in plan.order), default=1)
+        have = args.slurm_gpus or args.slurm_cores
+        if need > have:
+            print(f"error: a training stage claims train.nproc={need} slots, a Slurm job owns "
+                  f"{have}: raise --slurm-gpus (or --slurm-cores) to {need}", file=sys.stderr)
+            return 2
     before = lockfile.entries_before(root)
     c, address, workers = make_cluster(args, root)
     from distributed import Client
