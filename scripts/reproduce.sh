@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Create .venv (if missing), install the pinned requirements, run the whole pipeline
-# (`dvc repro`) on params.yaml (as committed: the default profile, embedded data, CPU).
+# Create .venv (if missing), install the pinned requirements, run the whole pipeline on
+# params.yaml (as committed: the default profile, embedded data, CPU).
+# The stages run side by side on local Dask workers (`python -m runner`): as many as the
+# machine has cores over train.threads, or one per GPU; `-j N` sets the count. The end
+# state is `dvc repro`'s, byte for byte: DVC runs and records every stage. The runner also
+# restores a dvc.lock that a killed run left empty or invalid (from git; DVC's run-cache
+# then restores every stage finished since, without running it).
+# ZF_SEQUENTIAL=1 runs plain `dvc repro` instead (the same bytes, one stage at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-# a `dvc repro` killed while writing dvc.lock can leave it empty or invalid: restore the
-# committed one (DVC's run-cache then restores every stage without retraining)
-if [ -f dvc.lock ] && ! python -c "import sys, yaml; d = yaml.safe_load(open('dvc.lock')); sys.exit(0 if isinstance(d, dict) and 'stages' in d else 1)" 2>/dev/null; then
-    echo "dvc.lock is empty or invalid (an interrupted run?): restoring it from git" >&2
-    git checkout -- dvc.lock
+if [ "${ZF_SEQUENTIAL:-0}" = 1 ]; then
+    if [ -f dvc.lock ] && ! python -c "from pathlib import Path; from runner.lockfile import valid; raise SystemExit(not valid(Path('dvc.lock')))"; then
+        echo "dvc.lock is empty or invalid (an interrupted run?): restoring it from git" >&2
+        git checkout -- dvc.lock
+    fi
+    dvc repro "$@"
+else
+    python -m runner "$@"
 fi
-dvc repro "$@"
 echo "Reports: $(pwd)/reports/index.html"
 echo "In a new shell, activate the environment before dvc commands: . .venv/bin/activate"
