@@ -1,8 +1,15 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+# compiled tests get an inductor cache of their own: the machine-wide one in /tmp outlives
+# the run, and one left there by other work (other kernel switches) aborted a compiled test
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="zf-inductor-"))
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
