@@ -211,7 +211,7 @@ def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueu
 
 def test_killed_driver_then_rerun_finishes_the_work(repo, built):
     """SIGKILL the driver while both train cells run, then empty dvc.lock as a kill during
-    DVC's write would (issue 24, F9): the same command again stops the leftovers, restores
+    DVC's write would: the same command again stops the leftovers, restores
     dvc.lock and finishes, to the same bytes."""
     import psutil
     uncache(repo, "train_mnist@lstm-0", AUX)
@@ -249,7 +249,7 @@ def test_job_script_names_the_recipes_resources():
 
 
 def test_repair_restores_an_empty_lock_from_git_or_moves_it_aside(tmp_path):
-    """Issue 24, F9: a SIGKILL during DVC's write leaves dvc.lock empty; the runner puts
+    """A SIGKILL during DVC's write leaves dvc.lock empty; the runner puts
     the committed one back before it starts (or, with none in git, moves it aside)."""
     from runner import lockfile
     good = "schema: '2.0'\nstages:\n  check:\n    cmd: true\n"

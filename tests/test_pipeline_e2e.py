@@ -91,7 +91,7 @@ def repo(built):
     """The module's repository, put back to its commit after each test, pass or fail, so
     one test's failure cannot leave the next a half-restored workspace."""
     yield built
-    sh("git checkout -q -f HEAD -- . && git clean -qfd -- params.yaml eval && dvc checkout -f -q", built)
+    sh("git checkout -q -f HEAD -- . && git clean -qfd && dvc checkout -f -q", built)
 
 
 def cells(repo):
@@ -199,17 +199,22 @@ def test_verify_compares_bytes_then_numbers(repo):
     beyond its tolerance."""
     assert "byte for byte" in sh("python scripts/verify.py", repo).stdout
     path = repo / "eval/timit/zforcing_aux/s0/metrics.json"
-    original = path.read_text()
-    try:
-        for factor, fails in ((1.001, False), (1.05, True)):
-            m = json.loads(original)
-            m["bound"] *= factor
-            path.write_text(json.dumps(m))
-            res = sh("python scripts/verify.py", repo, check=False)
-            assert res.returncode == int(fails), res.stdout + res.stderr
-            assert "eval/timit/zforcing_aux/s0/metrics.json" in res.stdout and "bound" in res.stdout
-    finally:
-        path.write_text(original)
+    m = json.loads(path.read_text())
+    m["bound"] *= 1.001
+    path.write_text(json.dumps(m))
+    res = sh("python scripts/verify.py", repo, check=False)  # numerics: exact promised bytes
+    assert res.returncode == 1 and "promises the same bytes" in res.stdout, res.stdout + res.stderr
+    # a `fast` rerun promises numbers only: within tolerance passes, beyond it fails
+    p = params(repo)
+    p["numerics"] = "fast"
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    for factor, fails in ((1.001, False), (1.05, True)):
+        m = json.loads(sh("git show HEAD:eval/timit/zforcing_aux/s0/metrics.json", repo).stdout)
+        m["bound"] *= factor
+        path.write_text(json.dumps(m))
+        res = sh("python scripts/verify.py", repo, check=False)
+        assert res.returncode == int(fails), res.stdout + res.stderr
+        assert "eval/timit/zforcing_aux/s0/metrics.json" in res.stdout and "bound" in res.stdout
 
 
 def test_aux_weight_experiment_reruns_only_aux_cells(repo):
