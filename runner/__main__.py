@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from runner import cluster, dag, lockfile
 from runner.cell import Cell, CellFailed, log_path, run_cell, state_dir
@@ -46,7 +45,7 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def make_cluster(args, root: Path):
+def make_cluster(args, root: Path, params: dict):
     """(cluster or None, client address, worker count for the ETA)."""
     if args.scheduler:
         return None, args.scheduler, max(args.workers, 1)
@@ -59,7 +58,7 @@ def make_cluster(args, root: Path):
         if not args.job_script:
             c.scale(jobs=args.slurm)
         return c, c, args.slurm * max(args.slurm_gpus, 1)
-    shape = cluster.shape(root / "params.yaml")
+    shape = cluster.shape(params)
     workers = args.workers or shape.workers
     where = "GPUs" if shape.gpu else "cores over train.threads"
     print(f"runner: {workers} local worker{'s' if workers > 1 else ''} "
@@ -77,9 +76,9 @@ def _fail(stage: str, err: BaseException) -> None:
               f"{log_path('.', stage)}", file=sys.stderr)
 
 
-def drive(client, root: Path, plan: dag.Plan, force: bool, retries: int, workers: int) -> int:
+def drive(client, root: Path, plan: dag.Plan, params: dict, force: bool, retries: int,
+          workers: int) -> int:
     from distributed import wait
-    params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     progress = Progress(total=len(plan.order), workers=workers)
     pending, settled, futures, failed = list(plan.order), set(), {}, []
     ran = 0
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
         return 2
     os.chdir(root)  # DVC resolves targets, and stages run, from the repository's root
     if args.job_script:  # the recipe's check: touches nothing in the repository
-        c, _, _ = make_cluster(args, root)
+        c, _, _ = make_cluster(args, root, {})
         print(c.job_script())
         c.close()
         return 0
@@ -170,8 +169,8 @@ def main(argv=None) -> int:
     except DvcException as err:  # e.g. a target that names no stage
         print(f"error: {err}", file=sys.stderr)
         return 1
+    params = cluster.read_params(root)  # once: worker shape, slots per stage
     if args.slurm:  # a stage that claims more slots than any worker owns would wait forever
-        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
         need = max((cluster.slots_for(s, params) for s in plan.order), default=1)
         have = args.slurm_gpus or args.slurm_cores
         if need > have:
@@ -179,11 +178,11 @@ def main(argv=None) -> int:
                   f"{have}: raise --slurm-gpus (or --slurm-cores) to {need}", file=sys.stderr)
             return 2
     before = lockfile.entries_before(root)
-    c, address, workers = make_cluster(args, root)
+    c, address, workers = make_cluster(args, root, params)
     from distributed import Client
     client = Client(address or c)
     try:
-        code = drive(client, root, plan, args.force, args.retries, workers)
+        code = drive(client, root, plan, params, args.force, args.retries, workers)
     finally:
         client.close()
         if c is not None:

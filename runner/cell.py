@@ -100,5 +100,5 @@ def run_cell(cell: Cell) -> dict:
             time.sleep(min(0.5 * 2 ** attempt, 10))  # DVC's lock: back off and try again
         else:
             raise CellFailed(cell.stage, log, code)
-    text = log.read_text(errors="replace")
+    text = log.read_bytes()[start:].decode(errors="replace")  # this run's attempt only
     return {"seconds": time.monotonic() - t0, "ran": f"Running stage '{cell.stage}'" in text}

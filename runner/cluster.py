@@ -27,11 +27,16 @@ class Shape:
         return max(self.slots // self.per_worker, 1)
 
 
+def train_section(params: dict, bench: str | None, name: str = "train") -> dict:
+    """params[name] with a benchmark's non-null overrides on top (as the stages read it)."""
+    over = ((params.get("benchmarks") or {}).get(bench) or {}).get(name) or {} if bench else {}
+    return {**(params.get(name) or {}), **{k: v for k, v in over.items() if v is not None}}
+
+
 def _sections(params: dict, name: str) -> list[dict]:
-    """params[name] and every benchmark's override of it."""
-    base = params.get(name) or {}
-    return [base] + [{**base, **((b or {}).get(name) or {})}
-                     for b in (params.get("benchmarks") or {}).values()]
+    """params[name] and every benchmark's view of it."""
+    return [train_section(params, None, name)] + [train_section(params, b, name)
+                                                  for b in (params.get("benchmarks") or {})]
 
 
 def gpu_count() -> int:
@@ -44,8 +49,11 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
 
 
-def shape(params_path: Path) -> Shape:
-    params = yaml.safe_load(Path(params_path).read_text()) or {}
+def read_params(root: Path) -> dict:
+    return yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
+
+
+def shape(params: dict) -> Shape:
     trains = _sections(params, "train")
     nproc = max(int(t.get("nproc", 1) or 1) for t in trains)
     gpus = gpu_count()
@@ -60,9 +68,7 @@ def slots_for(stage: str, params: dict) -> int:
     if not stage.startswith("train_"):
         return 1
     bench = stage.split("@")[0].split("_")[1]
-    train = {**(params.get("train") or {}),
-             **(((params.get("benchmarks") or {}).get(bench) or {}).get("train") or {})}
-    return int(train.get("nproc", 1) or 1)
+    return int(train_section(params, bench).get("nproc", 1) or 1)
 
 
 def local(workers: int, per_worker: int):

@@ -37,13 +37,16 @@ def plan(root, targets: list[str]) -> Plan:
     from dvc.dvcfile import PROJECT_FILE
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
     repo = _open(root)
-    graph = get_active_graph(repo.index.graph)  # edges: a stage -> the stages it needs
-    steps = plan_repro(graph, collect_stages(repo, targets or [PROJECT_FILE]))
-    wanted = set(steps)
-    return Plan([s.addressing for s in steps],
-                {s.addressing: {d.addressing for d in graph.successors(s) if d in wanted}
-                 for s in steps},
-                [s.addressing for s in repo.index.stages])
+    try:
+        graph = get_active_graph(repo.index.graph)  # edges: a stage -> the stages it needs
+        steps = plan_repro(graph, collect_stages(repo, targets or [PROJECT_FILE]))
+        wanted = set(steps)
+        return Plan([s.addressing for s in steps],
+                    {s.addressing: {d.addressing for d in graph.successors(s) if d in wanted}
+                     for s in steps},
+                    [s.addressing for s in repo.index.stages])
+    finally:
+        repo.close()
 
 
 def changed(root, names: list[str]) -> set[str]:

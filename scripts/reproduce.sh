@@ -11,10 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 if [ "${ZF_SEQUENTIAL:-0}" = 1 ]; then
-    if [ -f dvc.lock ] && ! python -c "from pathlib import Path; from runner.lockfile import valid; raise SystemExit(not valid(Path('dvc.lock')))"; then
-        echo "dvc.lock is empty or invalid (an interrupted run?): restoring it from git" >&2
-        git checkout -- dvc.lock
-    fi
+    # the runner's own repair: a dvc.lock that a killed run left empty or invalid
+    python -c "from pathlib import Path; from runner.lockfile import repair; n = repair(Path('.')); n and print(n)" >&2
     dvc repro "$@"
 else
     python -m runner "$@"

@@ -116,7 +116,6 @@ def compare(committed: dict, now: dict) -> pd.DataFrame:
 def bytes_promised(rev: str) -> bool:
     """Whether bytes, not tolerances, are the check: `numerics: exact` in the committed and
     the current params.yaml, and every rerun cell on an x86-64 CPU, uncompiled (README)."""
-    import yaml
     committed = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
     modes = [yaml.safe_load(t).get("numerics", "exact")  # runs before the key were all pinned
              for t in (committed.stdout or "{}",

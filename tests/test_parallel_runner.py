@@ -273,15 +273,17 @@ def test_workers_default_to_gpus_or_cores_over_threads(tmp_path, monkeypatch):
                                       "eval": {"threads": 2},
                                       "benchmarks": {"timit": {"train": {"nproc": 2}}}}))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    shape = cluster.shape(params)
+    shape = cluster.shape(cluster.read_params(tmp_path))
     assert (shape.gpu, shape.slots, shape.per_worker, shape.workers) == (True, 4, 2, 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    shape = cluster.shape(params)
+    shape = cluster.shape(cluster.read_params(tmp_path))
     assert not shape.gpu and shape.slots == len(os.sched_getaffinity(0)) // 2
     p = yaml.safe_load(params.read_text())
     assert cluster.slots_for("train_timit_aux@zforcing_aux-0", p) == 2
     assert cluster.slots_for("train_mnist@lstm-0", p) == 1
     assert cluster.slots_for("evaluate_timit@rnn_gauss-0", p) == 1
+    p["train"]["nproc"], p["benchmarks"]["timit"]["train"]["nproc"] = 4, None  # null: the shared value
+    assert cluster.slots_for("train_timit@rnn_gauss-0", p) == 4
 
 
 def test_progress_line_counts_and_estimates_from_measured_cells():
