@@ -71,7 +71,9 @@ def built(tmp_path_factory):
 @pytest.fixture
 def repo(built):
     yield built[0]
-    # whatever a test did, leave the parallel run's end state for the next one
+    # whatever a test did, leave the parallel run's end state for the next one: first no
+    # process of it left (a failed test may leave one suspended, holding DVC's lock)
+    _stop_leftovers(built[0])
     sh("git checkout -q -- params.yaml dvc.lock", built[0])
     if "up to date" not in sh(f"dvc status {TARGETS}", built[0]).stdout:
         sh(RUNNER, built[0])
@@ -136,7 +138,7 @@ def uncache(repo: Path, *stages: str) -> None:
     with contextlib.chdir(repo), Repo(str(repo)) as dvc:
         for name in stages:
             for out in dvc.stage.collect(name)[0].outs:
-                Path(out.cache_path).unlink()
+                Path(out.cache_path).unlink(missing_ok=True)
                 shutil.rmtree(out.fs_path)
     shutil.rmtree(repo / ".dvc/cache/runs")
 
@@ -187,14 +189,33 @@ def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueu
                             cwd=repo, env=_env(), shell=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pidfile = repo / f".dvc/tmp/runner/pids/{AUX}.json"
-    _wait_for("checkpoint", lambda: any(repo.glob(".ckpt/*/train.pt")) and pidfile.exists(), proc)
+    _wait_for("the aux cell", pidfile.exists, proc)
     held = json.loads(pidfile.read_text())
-    # freeze the training process where it is (a few updates in), so that the kill lands
-    # mid-cell however busy this machine is; the worker's death takes it down (runner.guard)
+    # freeze the training process as soon as it exists, then let it run in 50 ms slices
+    # until its first checkpoint is on disk: the kill lands mid-cell however fast or busy
+    # this machine is; the worker's death takes it down (runner.guard)
     import psutil
-    [stage] = [p for p in psutil.Process(held["pgid"]).children(recursive=True)
-               if "stages.train" in " ".join(p.cmdline())]
-    stage.suspend()
+
+    def training():
+        # "stages.train" as an argument of its own: the python process, not a shell whose
+        # `-c` string names it (some /bin/sh fork before they exec, some don't)
+        try:
+            return [p for p in psutil.Process(held["pgid"]).children(recursive=True)
+                    if "stages.train" in p.cmdline()]
+        except psutil.NoSuchProcess:
+            return []
+    _wait_for("a training process", training, proc)
+    stages = training()
+    for stage in stages:
+        stage.suspend()
+    deadline = time.monotonic() + 300
+    while not any(repo.glob(".ckpt/*/train.pt")):
+        assert time.monotonic() < deadline, "no checkpoint in 300 s"
+        for stage in stages:
+            stage.resume()
+        time.sleep(0.05)
+        for stage in stages:
+            stage.suspend()
     marker = repo / "live/mnist/zforcing_aux/s0/plots/metrics/first-attempt"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("a fresh start (no resume) would delete this folder")
@@ -230,6 +251,17 @@ def test_killed_driver_then_rerun_finishes_the_work(repo, built):
     assert "up to date" in sh(f"dvc status {TARGETS}", repo).stdout
     left = [p.pid for p in psutil.process_iter() if _in(p, repo)]
     assert not left, "processes of the killed run are still alive"
+
+
+def _stop_leftovers(repo: Path) -> None:
+    import psutil
+    left = [p for p in psutil.process_iter() if _in(p, repo)]
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=30)
 
 
 def _in(proc, repo) -> bool:
