@@ -2,6 +2,7 @@
 
     dvc repro -f                  # rerun everything: on a GPU, another CPU, another OS
     python scripts/verify.py      # compare with the committed run (--rev to pick another)
+    python scripts/verify.py --findings   # a rerun of scripts/findings.sh, within tolerances
 
 First, each metrics file of the commit is checked against the hash its own dvc.lock records
 for it: a number edited by hand after the run (and committed) is not the run's result, and
@@ -130,12 +131,41 @@ def bytes_promised(rev: str) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the committed run to compare with (git revision)")
+    ap.add_argument("--findings", action="store_true", help="compare findings/metrics.json (a "
+                    "rerun of scripts/findings.sh) with the committed one, within the tolerances")
     args = ap.parse_args(argv)
     try:
-        return verify(args.rev)
+        return verify_findings(args.rev) if args.findings else verify(args.rev)
     except Unreadable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def findings_numbers(raw: bytes, where: str) -> dict:
+    """findings/metrics.json ({metrics file: its metrics}) -> {(file, metric): value}."""
+    try:
+        cells = json.loads(raw)
+        return numbers({path: json.dumps(m) for path, m in cells.items()}, where)
+    except (ValueError, AttributeError) as err:
+        raise Unreadable(f"findings/metrics.json{where} is not the findings run's metrics "
+                         f"({type(err).__name__}); rerun `bash scripts/findings.sh`") from None
+
+
+def verify_findings(rev: str) -> int:
+    """The findings run promises numbers, not bytes (numerics: fast): every metric of every
+    cell within the tolerances of the committed findings/metrics.json."""
+    path = Path("findings/metrics.json")
+    if not path.exists():
+        raise Unreadable("findings/metrics.json is missing: run `bash scripts/findings.sh` first")
+    table = compare(findings_numbers(git_show(rev, path.as_posix()), f" at {rev}"),
+                    findings_numbers(path.read_bytes(), " in the workspace"))
+    bad = table[~table["ok"]]
+    print(f"findings: {int((table['change'].fillna(1) != 0).sum())} of {len(table)} metrics differ "
+          f"from {rev}, {len(bad)} beyond tolerance")
+    if len(bad):
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(bad.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    return 1 if len(bad) else 0
 
 
 def verify(rev: str) -> int:

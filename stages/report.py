@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="models", help="trained cells (%(default)s)")
     ap.add_argument("--data", default="data", help="prepared data, for audio clips (%(default)s)")
     ap.add_argument("--out", default="reports", help="pages, replaced whole (%(default)s)")
+    ap.add_argument("--provenance", default="", help="a line on every page saying what produced "
+                    "it, for pages rendered outside DVC (scripts/findings.sh: commit and command)")
     args = ap.parse_args(argv)
     from pipeline.report import html, tables  # after argument parsing: slow imports
 
@@ -63,12 +65,13 @@ def main(argv=None) -> int:
         jobs = [(f"{b}.html", "bench.ipynb", {"bench": b, "eval_dir": args.eval_dir,
                                                "models_dir": args.models, "data_dir": args.data,
                                                "report": p["report"], "profile": p["profile"],
-                                               "seeds": p["seeds"], "rows": p["rows"][b]})
+                                               "seeds": p["seeds"], "rows": p["rows"][b],
+                                               "provenance": args.provenance})
                 for b in benches]
         jobs.append(("index.html", "index.ipynb", {
             "eval_dir": args.eval_dir, "pages": [[b, f"{b}.html"] for b in benches],
             "profile": p["profile"], "seeds": p["seeds"], "sources": p["sources"],
-            "rows": p["rows"]}))
+            "rows": p["rows"], "provenance": args.provenance}))
         def render(job):
             name, notebook, params = job
             t0 = time.perf_counter()

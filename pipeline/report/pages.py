@@ -58,6 +58,12 @@ def guarantee_line(sub: pd.DataFrame) -> str:
             "a difference inside the seed spread is noise.</p>")
 
 
+def provenance_html(provenance: str) -> str:
+    """What produced a page rendered outside DVC's report stage (a findings run): commit,
+    profile and command, as the caller states them."""
+    return f"<p><b>Produced by</b>: {esc(provenance)}</p>" if provenance else ""
+
+
 def findings_html(claims: list) -> str:
     """Where orderings get resolved, when some claim here is short of seeds. The link is
     relative to reports/; whether a findings run is committed is read at render time."""
@@ -104,8 +110,9 @@ def confidence_html(paper: dict) -> str:
 
 class Bench:
     def __init__(self, bench: str, eval_dir: str, models_dir: str, data_dir: str, report: dict,
-                 profile: str, seeds: list, rows: list):
+                 profile: str, seeds: list, rows: list, provenance: str = ""):
         self.bench, self.models_dir, self.cfg = bench, models_dir, report
+        self.provenance = provenance
         self.prepared = os.path.join(data_dir, bench, "prepared")
         self.profile, self.seeds = profile, seeds
         self.paper = tables.load_paper()
@@ -119,7 +126,7 @@ class Bench:
         better = "higher" if self.s["direction"] == "higher" else "lower"
         return (f"<h1>{esc(self.s['title'])}: {esc(notes)}</h1><p>{esc(self.paper['source'])}. "
                 f"Table: {esc(self.s['metric'])} ({esc(self.s['units'])}; {better} is better). "
-                '<a href="index.html">All tables</a>.</p>'
+                '<a href="index.html">All tables</a>.</p>' + provenance_html(self.provenance)
                 + data_line(self.cells, self.profile, self.seeds) + guarantee_line(self.cells) + "<p>"
                 + ("This is the paper's own corpus and protocol: our numbers are comparable with "
                    "the paper's, and the difference is shown." if tables.comparable(self.cells) else
@@ -246,13 +253,14 @@ class Bench:
 
 
 def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
-               rows: dict, dpi: int = 80) -> str:
+               rows: dict, dpi: int = 80, provenance: str = "") -> str:
     """Every table at a glance: data and budget, a verdict line per claim, our rows' means
     and seed ranges in the paper's order, a link to the table's page."""
     paper, cells = tables.load_paper(), tables.load_cells(eval_dir, rows, seeds)
     out = ["<h1>Z-Forcing reproduction: every table at a glance</h1>",
            f"<p>{esc(paper['source'])}. Each table's page has its numbers beside the paper's, "
-           "the pairs behind every verdict, the runs and their provenance.</p>"]
+           "the pairs behind every verdict, the runs and their provenance.</p>",
+           provenance_html(provenance)]
     tabs = []
     for bench, filename in pages:
         s = tables.spec(paper, bench)
