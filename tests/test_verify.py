@@ -91,3 +91,26 @@ def test_an_unreadable_lock_or_revision_is_one_line(run_repo, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["error: dvc.lock at HEAD is not a DVC lock file (ParserError); restore it with "
                    "`git checkout -- dvc.lock`"]
+
+
+def test_findings_rerun_is_checked_within_tolerance(tmp_path, monkeypatch, capsys):
+    """`verify.py --findings`: the workspace's findings/metrics.json against the committed one."""
+    cells = {"eval/timit/zforcing/s0/metrics.json": {"bound": -1000.0, "kl": 5.0},
+             "eval/timit/zforcing/s1/metrics.json": {"bound": -1010.0, "kl": 4.0}}
+    (tmp_path / "findings").mkdir()
+    path = tmp_path / "findings/metrics.json"
+    path.write_text(json.dumps(cells))
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "findings")
+    monkeypatch.chdir(tmp_path)
+    cells["eval/timit/zforcing/s1/metrics.json"]["bound"] = -1015.0  # 0.5 %: within
+    path.write_text(json.dumps(cells))
+    assert verify.main(["--findings"]) == 0
+    assert "1 of 4 metrics differ" in capsys.readouterr().out
+    cells["eval/timit/zforcing/s0/metrics.json"]["bound"] = -1100.0  # 10 %: beyond
+    path.write_text(json.dumps(cells))
+    assert verify.main(["--findings"]) == 1
+    assert "s0/metrics.json" in capsys.readouterr().out
+    path.write_text("{not json")
+    assert verify.main(["--findings"]) == 2
