@@ -3,7 +3,9 @@ device-side logging, validation with the learning-rate recipe, and exact resume.
 
 Per update:  loss = mean_b[ -log p(y|...) + bwd*NLL_bwd + aux_w*AUX + kl_w*KL ]
   kl_w  = min(kl_cap, kl_start + kl_step * good_updates) with kl_anneal, else 1
-  aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0)
+  aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0;
+          aux_anneal_epochs > 0 counts that many epochs of the loader instead)
+  bwd   = model.bwd, plus aux_w when model.bwd_in_aux (the authors' IMDB cost)
 An update whose loss or gradient norm is not finite (or whose batch-mean KL reaches
 kl_skip) is skipped on the device: fused Adam receives a found-inf flag, as mixed-precision
 grad scalers do, so parameters, optimiser moments and step count stay put, and the
