@@ -50,6 +50,8 @@ class ModelConfig:
     cond_ln: bool = False         # --cond_ln: z enters the LSTM through conditional layer norm
     use_l2: bool = False          # --use_l2: squared error aux cost instead of Gaussian NLL
     bwd: float = 0.0              # --bwd: weight of the backward-RNN likelihood head (0 = no head)
+    bwd_in_aux: bool = False      # zforcing_lm: the backward head's NLL is added at the aux weight
+                                  # (lm_lstm_imdb.py: weight_aux * (aux + nll_rev)); builds the head
     ar_hidden: int = 0            # ar_gaussian output: MADE hidden units (0 = 2 * x_dim, the family default)
     param_budget: int = 0         # >0: rnn_dim is chosen so the model has about this many parameters
                                   # (pipeline.models.budget.resolve_budget); 0: rnn_dim as given
@@ -91,6 +93,8 @@ class TrainConfig:
     # aux weight grows linearly from 0 to aux_weight over aux_anneal_updates (0 = constant)
     aux_weight: float = 0.0
     aux_anneal_updates: int = 0
+    # >0: the aux weight grows over this many epochs instead (train_blizzard.py: 2)
+    aux_anneal_epochs: float = 0.0
     # skip an update whose batch-mean KL reaches this (official Blizzard code: 1e4); 0 = off
     kl_skip: float = 0.0
     # stop with NonFiniteTraining when more than this fraction of attempted updates was
@@ -100,6 +104,9 @@ class TrainConfig:
     lr_schedule: str = "halve"
     lr_floor: float = 1e-4
     eval_every: int = 0           # validate every N updates (0 = once per epoch)
+    # the validation bound that halves the rate and picks the best weights: 0 = the
+    # single-sample ELBO; k > 0 = the IWAE bound with k samples (lm_lstm_imdb.py: 25)
+    valid_iwae_k: int = 0
     log_every: int = 50           # read device accumulators every N updates
     ckpt_every: int = 200         # atomic training checkpoint every N updates
     seed: int = 1234
@@ -129,12 +136,14 @@ class TrainConfig:
             ("kl_cap", self.kl_cap > 0, "must be positive"),
             ("aux_weight", self.aux_weight >= 0, "a loss weight cannot be negative"),
             ("aux_anneal_updates", self.aux_anneal_updates >= 0, "cannot be negative"),
+            ("aux_anneal_epochs", self.aux_anneal_epochs >= 0, "cannot be negative"),
             ("kl_skip", self.kl_skip >= 0, "cannot be negative"),
             ("max_skip_fraction", 0 <= self.max_skip_fraction <= 1, "must be in [0, 1]"),
             ("lr_schedule", self.lr_schedule in ("halve", "constant"), "halve or constant"),
             ("lr_floor", 0 < self.lr_floor <= self.lr or self.lr_schedule == "constant",
              "must be in (0, lr]"),
             ("eval_every", self.eval_every >= 0, "cannot be negative"),
+            ("valid_iwae_k", self.valid_iwae_k >= 0, "cannot be negative (0 = ELBO)"),
             ("log_every", self.log_every > 0, "must be positive"),
             ("ckpt_every", self.ckpt_every > 0, "must be positive"),
             ("compile", self.compile in COMPILE_MODES, "one of " + ", ".join(COMPILE_MODES)),

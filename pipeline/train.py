@@ -3,7 +3,9 @@ device-side logging, validation with the learning-rate recipe, and exact resume.
 
 Per update:  loss = mean_b[ -log p(y|...) + bwd*NLL_bwd + aux_w*AUX + kl_w*KL ]
   kl_w  = min(kl_cap, kl_start + kl_step * good_updates) with kl_anneal, else 1
-  aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0)
+  aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0;
+          aux_anneal_epochs > 0 counts that many epochs of the loader instead)
+  bwd   = model.bwd, plus aux_w when model.bwd_in_aux (the authors' IMDB cost)
 An update whose loss or gradient norm is not finite (or whose batch-mean KL reaches
 kl_skip) is skipped on the device: fused Adam receives a found-inf flag, as mixed-precision
 grad scalers do, so parameters, optimiser moments and step count stay put, and the
@@ -69,12 +71,22 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
                             eps=cfg.adam_eps, weight_decay=cfg.weight_decay, fused=True)
 
 
-def schedule_weights(good: torch.Tensor, cfg: TrainConfig):
-    """(kl_weight, aux_weight) as device tensors, from the good-update counter."""
+def aux_ramp_updates(cfg: TrainConfig, batches_per_epoch: int | None = None) -> int:
+    """Updates over which the aux weight grows from 0: aux_anneal_epochs epochs of this
+    loader when set (train_blizzard.py anneals over two epochs), else aux_anneal_updates."""
+    if cfg.aux_anneal_epochs and batches_per_epoch:
+        return max(1, round(cfg.aux_anneal_epochs * batches_per_epoch))
+    return cfg.aux_anneal_updates
+
+
+def schedule_weights(good: torch.Tensor, cfg: TrainConfig, aux_updates: int | None = None):
+    """(kl_weight, aux_weight) as device tensors, from the good-update counter.
+    aux_updates: the aux ramp's length (aux_ramp_updates); None = cfg.aux_anneal_updates."""
     kl_w = (torch.clamp(cfg.kl_start + cfg.kl_step * good, max=cfg.kl_cap) if cfg.kl_anneal
             else torch.ones_like(good))
-    if cfg.aux_anneal_updates:
-        aux_w = cfg.aux_weight * torch.clamp(good / cfg.aux_anneal_updates, max=1.0)
+    ramp = cfg.aux_anneal_updates if aux_updates is None else aux_updates
+    if ramp:
+        aux_w = cfg.aux_weight * torch.clamp(good / ramp, max=1.0)
     else:
         aux_w = torch.full_like(good, cfg.aux_weight)
     return kl_w, aux_w
@@ -83,10 +95,15 @@ def schedule_weights(good: torch.Tensor, cfg: TrainConfig):
 class Stepper:
     """One optimisation step, all on the device. Holds the counters the schedules read."""
 
-    def __init__(self, model, opt, cfg: TrainConfig, device, ddp: DataParallel | None = None):
+    def __init__(self, model, opt, cfg: TrainConfig, device, ddp: DataParallel | None = None,
+                 aux_updates: int | None = None):
         self.model, self.opt, self.cfg, self.ddp = model, opt, cfg, ddp
+        self.aux_updates = aux_updates
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.bwd = float(getattr(getattr(model, "cfg", None), "bwd", 0.0))
+        mcfg = getattr(model, "cfg", None)
+        self.bwd = float(getattr(mcfg, "bwd", 0.0))
+        # model.bwd_in_aux: the backward head's NLL also weighs the aux weight (lm_lstm_imdb.py)
+        self.bwd_in_aux = bool(getattr(mcfg, "bwd_in_aux", False))
         # the model, or its compiled / autocast forward (train.compile, train.precision)
         self.forward = training_forward(model, cfg.compile, cfg.precision, device)
         z = lambda: torch.zeros((), device=device, dtype=torch.float64)  # noqa: E731
@@ -98,9 +115,10 @@ class Stepper:
 
     def __call__(self, batch, noise):
         cfg = self.cfg
-        kl_w, aux_w = schedule_weights(self.good, cfg)
+        kl_w, aux_w = schedule_weights(self.good, cfg, self.aux_updates)
         terms = self.forward(batch, noise)
-        per_seq = (-terms.log_px + self.bwd * terms.bwd_nll
+        bwd_w = self.bwd + aux_w.float() if self.bwd_in_aux else self.bwd
+        per_seq = (-terms.log_px + bwd_w * terms.bwd_nll
                    + aux_w.float() * terms.aux + kl_w.float() * terms.kl)
         loss = per_seq.mean()
         self.opt.zero_grad(set_to_none=False)
@@ -150,6 +168,16 @@ class Stepper:
                 "kl_weight": float(kl_w), "aux_weight": float(aux_w),
                 "good_updates": int(self.good), "skipped_updates": int(self.skipped),
                 "frames": a["steps"]}
+
+
+def selection_bound(res: dict, cfg: TrainConfig) -> float:
+    """The validation figure (nats per sequence, higher is better) that halves the rate and
+    picks the best weights: the IWAE bound when train.valid_iwae_k > 0 (lm_lstm_imdb.py
+    selects on the validation IWAE), else the single-sample ELBO. An exact model's IWAE
+    is its likelihood."""
+    if cfg.valid_iwae_k:
+        return res.get("iwae_per_seq", res["elbo_per_seq"])
+    return res["elbo_per_seq"]
 
 
 def check_skips(skipped: int, attempted: int, cfg: TrainConfig, final: bool = False) -> None:
@@ -242,7 +270,7 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
     torch.manual_seed(rank_seed(cfg.seed, rank))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     opt = make_optimizer(model, cfg)
-    step = Stepper(model, opt, cfg, device, ddp)
+    step = Stepper(model, opt, cfg, device, ddp, aux_updates=aux_ramp_updates(cfg, loader.num_batches))
     pos = Position(lr=cfg.lr)
     best_state = None
     ckpt_path = Path(ckpt_path) if ckpt_path else None
@@ -277,12 +305,14 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
         figures = None
         if rank == 0:
             res = evaluate(model, valid_loader, device=device, seed=cfg.seed,
-                           **{"name": "validation", **(eval_kwargs or {})})
-            figures = [res["elbo_per_seq"], res["elbo_per_step"], res["kl_per_seq"]]
+                           **{"name": "validation", **(eval_kwargs or {}),
+                              **({"iwae_k": cfg.valid_iwae_k} if cfg.valid_iwae_k else {})})
+            figures = [res["elbo_per_seq"], res["elbo_per_step"], res["kl_per_seq"],
+                       selection_bound(res, cfg)]
         if ddp is not None:  # rank 0's figures: every rank halves the lr and selects alike
-            figures = ddp.broadcast_floats(figures, 3)
+            figures = ddp.broadcast_floats(figures, 4)
         # finite: evaluate raises NonFiniteEvaluation otherwise
-        bound, bound_per_step, kl_per_seq = figures
+        elbo, bound_per_step, kl_per_seq, bound = figures
         halved = False
         if (cfg.lr_schedule == "halve" and pos.prev_valid is not None
                 and bound < pos.prev_valid and pos.lr > cfg.lr_floor):
@@ -295,8 +325,10 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
             pos.best_valid = bound
             best_state = _cpu_copy(model.state_dict())
         rec = {"kind": "valid", "update": pos.updates, "epoch": pos.epoch,
-               "valid_elbo_per_seq": bound, "valid_elbo_per_step": bound_per_step,
+               "valid_elbo_per_seq": elbo, "valid_elbo_per_step": bound_per_step,
                "valid_kl_per_seq": kl_per_seq, "lr": pos.lr, "lr_halved": halved}
+        if cfg.valid_iwae_k:  # the bound that halved the rate and picked the best weights
+            rec["valid_iwae_per_seq"] = bound
         pos.history.append(rec)
         if on_eval:
             on_eval(rec)

@@ -207,6 +207,7 @@ RULES = {
     "model.cond_ln": FLAG,
     "model.use_l2": FLAG,
     "model.bwd": WEIGHT,
+    "model.bwd_in_aux": FLAG,
     "model.param_budget": Rule(int, lambda v: v >= 0, "cannot be negative (0 = off)"),
     "train.lr": positive(),
     "train.adam_eps": positive(),
@@ -220,10 +221,13 @@ RULES = {
     "train.kl_step": at_least(float, 0),
     "train.kl_cap": within(float, 1e-9, 1, "must be in (0, 1]"),
     "train.aux_anneal_updates": Rule(int, lambda v: v >= 0, "cannot be negative (0 = no annealing)"),
+    "train.aux_anneal_epochs": Rule(float, lambda v: v >= 0,
+                                    "cannot be negative (0 = use train.aux_anneal_updates)"),
     "train.kl_skip": Rule(float, lambda v: v >= 0, "cannot be negative (0 = off)"),
     "train.lr_schedule": one_of("halve", "constant"),
     "train.lr_floor": positive(),
     "train.eval_every": Rule(int, lambda v: v >= 0, "cannot be negative (0 = once per epoch)"),
+    "train.valid_iwae_k": Rule(int, lambda v: v >= 0, "cannot be negative (0 = select on the ELBO)"),
     "train.log_every": at_least(int, 1),
     "train.ckpt_every": at_least(int, 1),
     "train.max_skip_fraction": within(float, 0, 1, "must be in [0, 1]"),
@@ -463,6 +467,7 @@ def train_settings(params: dict, bench: str, row, seed_index: int):
     fixed = dict(kl_anneal=row.kla, aux_weight=w)
     if w == 0:
         core["aux_anneal_updates"] = 0
+        core["aux_anneal_epochs"] = 0.0
     core["seed"] = checked("train.seed", core.get("seed", 0)) + seed_index
     _schedule_relations(params, bench, t)
     cfg = typed(TrainConfig, core, "train", **fixed)
@@ -485,7 +490,12 @@ def model_settings(params: dict, bench: str, row, manifest: dict):
     kind = manifest["kind"]
     if kind != "audio":  # pixels are Bernoulli, tokens categorical: the data decides
         m["output"] = {"binary": "bernoulli", "tokens": "categorical"}[kind]
-    return typed(ModelConfig, m, "model", name=row.model, data=kind, x_dim=int(manifest["x_dim"]))
+    cfg = typed(ModelConfig, m, "model", name=row.model, data=kind, x_dim=int(manifest["x_dim"]))
+    if cfg.bwd_in_aux and row.model == "zforcing":
+        raise ParamError(f"{origin(params, bench, 'model', 'bwd_in_aux')}: only the language model "
+                         "(imdb) has it; the speech and MNIST Z-Forcing weighs its backward head "
+                         "by model.bwd alone")
+    return cfg
 
 
 def report_settings(params: dict) -> ReportOptions:

@@ -138,7 +138,9 @@ def main():
             "updates": out["position"]["updates"], "skipped": out["skipped"], "world_size": world,
             "device": device.type,  # what `auto` became: cpu runs are byte-stable, cuda runs are not
             "numerics": numerics,   # exact: pinned kernels, bytes hold across CPUs; fast: they do not
-            "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha})
+            "best_valid_elbo_per_seq": out["position"]["best_valid"], "data_manifest_sha256": manifest_sha,
+            # train.valid_iwae_k > 0: that best figure is the validation IWAE bound
+            **({"best_valid_bound": f"iwae_{tcfg.valid_iwae_k}"} if tcfg.valid_iwae_k else {})})
         timing = ("frames_per_s", "ms_per_update")
         write_json(tmp / "history.json", {"history": [{k: v for k, v in r.items() if k not in timing}
                                                       for r in out["history"]]})

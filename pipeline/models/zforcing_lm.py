@@ -57,7 +57,9 @@ class ZForcingLM(nn.Module):
         forget[r:2 * r] = 1.0
         self.register_buffer("forget_bias", forget, persistent=False)
         self.out = output_head(cfg, r)
-        self.bwd_out = output_head(cfg, r) if cfg.bwd > 0 else None
+        # the backward language model (lm_lstm_imdb.py's ff_out_mus_r): weighted by model.bwd,
+        # plus the aux weight with model.bwd_in_aux (pipeline/train.py)
+        self.bwd_out = output_head(cfg, r) if cfg.bwd > 0 or cfg.bwd_in_aux else None
 
     # -- the cell, shared by training, evaluation and decoding -------------------------------
     def input_preacts(self, x: torch.Tensor) -> torch.Tensor:
