@@ -23,6 +23,7 @@ def test_data_mnist_amat_prepared_and_shifted(tmp_path):
     m = prepare_binarized(str(tmp_path), str(tmp_path / "p"))
     assert m["kind"] == "binary" and m["x_dim"] == 1 and m["split_sizes"]["train"] == 7
     assert "fixed binarisation" in m["binarisation"] and len(m["sources"]["sha256"]) == 3
+    assert m["protocol"]["name"] == "binarized_mnist"   # the benchmark's own data only
     b = open_split(tmp_path / "p", "test", batch_size=4).batch(0, 0)
     assert b.x.dtype == torch.int64 and b.y.shape == (2, 784)
     assert torch.equal(b.y, torch.from_numpy(arrays["test"]).long())
@@ -49,6 +50,7 @@ def test_data_mnist_offline_is_seeded_and_labelled(tmp_path):
     assert np.array_equal(a, b) and set(np.unique(a)) == {0, 1} and 0.05 < a.mean() < 0.3
     assert read_manifest(tmp_path / "a")["dataset"] == "mnist_offline"
     assert m["side"] == 28 and m["steps"] == 784 and m["protocol"]["steps"] == 784
+    assert m["protocol"]["name"] == "mnist_stand_in"   # never the benchmark's protocol name
     assert m["title_note"].startswith("28×28 real MNIST digits")
 
 

@@ -2,7 +2,7 @@
 
 Rendering costs a kernel per page, so one module-scoped project is rendered once (and its
 TIMIT page a second time, for byte stability) and shared by the checks. TIMIT is a
-stand-in corpus (no difference column), MNIST the paper's own (difference column); TIMIT's
+stand-in corpus (the paper's values apart), MNIST the paper's own (difference column); TIMIT's
 rows have one or two seeds (too few for a verdict), MNIST's three (a verdict), IMDB's one.
 """
 import json
@@ -95,17 +95,17 @@ def make_project(root):
         "x_dim": 200, "splits": {"test": {"layout": "utterances", "file": "test.npy",
                                           "offsets": "test_offsets.npy"}}})
     mnist = {"dataset": "binarized_mnist", "source": "binarized_mnist", "comparable": True,
-             "title_note": "binarized MNIST (Larochelle), downsampled to 14×14",
-             "protocol": {}, "split_sizes": {}}
+             "title_note": "binarized MNIST (Larochelle's fixed binarisation)",
+             "protocol": {"name": "binarized_mnist", "steps": 784}, "split_sizes": {}}
     for row, nlls in MNIST.items():
         for seed, nll in enumerate(nlls):
             d = cell(root, "mnist", row, seed, {"bound": -nll, "elbo": -nll - 1, "kl": 2.0,
-                                                "per_step": -nll / 196, "active_units": 3, "nll": nll},
+                                                "per_step": -nll / 784, "active_units": 3, "nll": nll},
                      mnist)
-            recon = {} if row in EXACT else {"originals": (rng.random((2, 196)) > .5) * 1.0,
-                                             "recon": rng.random((2, 196))}
-            np.savez(os.path.join(d, "samples.npz"), side=np.int64(14),
-                     generated=rng.random((4, 196)), **recon)
+            recon = {} if row in EXACT else {"originals": (rng.random((2, 784)) > .5) * 1.0,
+                                             "recon": rng.random((2, 784))}
+            np.savez(os.path.join(d, "samples.npz"), side=np.int64(28),
+                     generated=rng.random((4, 784)), **recon)
     imdb = {"dataset": "imdb", "source": "textfile", "comparable": False,
             "title_note": "sentences from a text file, a stand-in for the IMDB dump",
             "protocol": {}, "split_sizes": {}}
@@ -185,17 +185,27 @@ def test_pages_exist_self_contained_small_and_byte_stable(project):
 def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
     text = page(project, "timit.html")
     assert "TIMIT: embedded corpus: espeak-ng speech, a stand-in, not TIMIT</h1>" in text
+    ours, published = text.split("Published (other data)</h3>")
+    ours = ours[ours.index("<table"):]
+    # our rows carry ours only (then the quirk, KL and active-unit columns)
     assert re.search(r"<td>rnn_gauss</td>\s*<td>Rnn Gauss</td>\s*<td>2</td>\s*<td>=</td>\s*"
-                     r"<td>105.00 \[100.00 – 110.00\]</td>\s*<td>= -1,900</td>\s*<td>high</td>", text)
+                     r"<td>105.00 \[100.00 – 110.00\]</td>\s*<td>103.95 \[99.00 – 108.90\]</td>", ours)
     assert re.search(r"<td>rnn_gmm</td>\s*<td>Rnn Gmm</td>\s*<td>1</td>\s*<td>=</td>\s*"
-                     r"<td>200.00</td>", text)
+                     r"<td>200.00</td>", ours)
     assert re.search(r"<td>zforcing_aux</td>\s*<td>Zforcing Aux</td>\s*<td>2</td>\s*"
-                     r"<td>≥ IWAE-5</td>\s*<td>420.00 \[410.00 – 430.00\]</td>\s*<td>≥ 69,530</td>",
-                     text)
+                     r"<td>≥ IWAE-5</td>\s*<td>420.00 \[410.00 – 430.00\]</td>\s*"
+                     r"<td>415.80 \[405.90 – 425.70\]</td>\s*<td>5.00 \[5.00 – 5.00\]</td>\s*"
+                     r"<td>2 \[2 – 2\]</td>", ours)   # active units: a count, no decimals
+    assert "1,900" not in ours and "69,530" not in ours and ">paper<" not in ours
+    # the paper's values apart: its rows this run has, then those it does not train
+    assert re.search(r"<td>Rnn Gauss</td>\s*<td>rnn_gauss</td>\s*<td>= -1,900</td>\s*"
+                     r"<td>high</td>", published)
+    assert "≥ 69,530" in published and "Variational Bi-LSTM" in published
+    assert "not trained here" in published and "published, not trained here" not in text
     assert "ours − paper" not in text and "<b>not</b> the paper's benchmark" in text
     assert "1,000,000" not in text and "(seed 5)" not in text  # cells params.yaml did not ask for
-    assert "padded mean (quirk)" in text and "415.80 [405.90 – 425.70]" in text
-    assert "published, not trained here" in text
+    assert "padded mean (quirk)" in text and "toward zero by 1.0 % here" in text
+    assert "0.9 %" not in text
     # training runs: a missing time is a dash, never None
     assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1,000</td>\s*<td>40</td>"
                      r"\s*<td>0</td>\s*<td>—</td>", text)
@@ -243,8 +253,11 @@ def test_speech_claims_one_per_line_and_too_few_seeds_resolve_nothing(project):
 
 def test_mnist_page_difference_and_verdict(project):
     text = page(project, "mnist.html")
-    assert "Sequential MNIST: binarized MNIST (Larochelle), downsampled to 14×14</h1>" in text
+    assert "Sequential MNIST: binarized MNIST (Larochelle's fixed binarisation)</h1>" in text
+    assert "negative log-likelihood per image (28×28 = 784 pixels)" in text   # from the cells
     assert "ours − paper" in text and "+1.90" in text and "+0.41" in text   # 82.5-80.6, 80.5-80.09
+    assert "≤ 80.60" in text and "Published (other data)" not in text
+    assert "published, not trained here" in text   # comparable: the published rows below ours
     assert "≤ IWAE-5" in text
     claim = claim_section(text)
     assert "Here: <b>holds</b>.</p>" in claim
@@ -289,8 +302,16 @@ def test_index_is_a_summary(project):
     assert text.count("data:image/png;base64,") == 3
     assert "How a verdict is reached</h2><p>A pair of rows" in text
     assert 'href="../findings/index.html"' in text and "no findings run is committed yet" in text
-    assert "downsampled to 14×14" in text and "profile <b>test</b>" in text
+    assert "Larochelle's fixed binarisation" in text and "profile <b>test</b>" in text
     assert "105.00 [100.00 – 110.00]" in text and "≥ 68,132" in text
+    # a stand-in's table (TIMIT, IMDB) has ours alone and the paper's apart; MNIST's side by side
+    timit = text[text.index('href="timit.html"'):text.index('href="mnist.html"')]
+    ours, published = timit.split("<summary>Published (other data)</summary>")
+    assert "<summary>Ours</summary>" in ours and "68,132" not in ours and ">paper<" not in ours
+    assert "≥ 68,132" in published
+    mnist = text[text.index('href="mnist.html"'):text.index('href="imdb.html"')]
+    assert "<summary>Ours beside the paper's</summary>" in mnist and "≤ 80.60" in mnist
+    assert "Published (other data)" not in mnist
     assert "high</b>:" in text and "low</b>:" in text          # the confidence tags explained
 
 

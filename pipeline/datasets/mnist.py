@@ -18,6 +18,7 @@ EXPECTED = {"train": 50000, "valid": 10000, "test": 10000}
 FULL_SIDE = 28
 PIXELS = FULL_SIDE * FULL_SIDE  # the .amat files are always full size
 LINE_BYTES = 2 * PIXELS  # "0 1 ... 1\n": a value and a separator each (the host sends no length)
+STAND_IN = "mnist_stand_in"  # the offline digits' protocol name: not the benchmark's binarisation
 SIDES = (28, 14, 7)  # divisors of 28 that keep digits legible; 14 = 196 steps
 
 
@@ -68,8 +69,9 @@ def parse_amat(path) -> np.ndarray:
     return (data[digit] - ord("0")).reshape(-1, PIXELS)
 
 
-def _write(out, dataset, arrays: dict, extra: dict) -> dict:
-    """The prepared folder: one (N, steps) uint8 array a split; steps come from the data."""
+def _write(out, dataset, arrays: dict, extra: dict, protocol: str = STAND_IN) -> dict:
+    """The prepared folder: one (N, steps) uint8 array a split; steps come from the data.
+    protocol: the protocol's name, `binarized_mnist` only for the benchmark's own data."""
     steps = {a.shape[1] for a in arrays.values()}
     if len(steps) != 1:
         raise ValueError(f"splits disagree on pixels per image: {sorted(steps)}")
@@ -83,7 +85,7 @@ def _write(out, dataset, arrays: dict, extra: dict) -> dict:
                     "frame_size": 1, "mean": 0.0, "std": 1.0, "splits": splits,
                     "split_sizes": {s: len(a) for s, a in arrays.items()},
                     "side": int(round(steps ** 0.5)), "steps": steps,
-                    "protocol": {"name": "binarized_mnist", "order": "raster", "steps": steps,
+                    "protocol": {"name": protocol, "order": "raster", "steps": steps,
                                  "target_mode": None,
                                  "first_step": f"input [0, p1..p{steps - 1}], target p1..p{steps}"},
                     "skipped": [], "skipped_count": 0}
@@ -103,7 +105,7 @@ def prepare_binarized(raw_dir, out) -> dict:
         sources[amat_name(s)] = sha256_file(path)
     notes = [f"{s}: {len(arrays[s])} images, expected {EXPECTED[s]}" for s in SPLITS
              if len(arrays[s]) != EXPECTED[s]]
-    return _write(out, "binarized_mnist", arrays, {
+    return _write(out, "binarized_mnist", arrays, protocol="binarized_mnist", extra={
         "binarisation": "Larochelle's fixed binarisation (the benchmark's)",
         "title_note": "binarized MNIST (Larochelle's fixed binarisation, the benchmark's data)",
         "sources": {"sha256": sources, "url": BASE}, "warnings": notes})

@@ -108,6 +108,30 @@ def confidence_html(paper: dict) -> str:
         f"<b>{esc(k)}</b>: {esc(v)}" for k, v in paper["confidence"].items()) + ".</p>")
 
 
+def percent(fractions: list) -> str:
+    """'16.9 %', or the range '16.5–17.2 %' when the cells differ at that precision."""
+    lo, hi = (f"{100 * f:.1f}" for f in (min(fractions), max(fractions)))
+    return f"{lo} %" if lo == hi else f"{lo}–{hi} %"
+
+
+def quirk_note(shrink: list) -> str:
+    """The quirk column's note, with the shrink this run's own numbers show."""
+    how = (f"which shrinks each per-utterance figure toward zero by {percent(shrink)} here"
+           if shrink else "which shrinks each per-utterance figure toward zero")
+    return ("Quirk column: the authors' TIMIT script averaged over padded batches (empty "
+            f"utterances counted in the mean, {how}); ours divides by the real number of "
+            "utterances.")
+
+
+def published_html(s: dict, published: pd.DataFrame) -> str:
+    """The paper's values on its own data, apart from our rows (data not comparable)."""
+    return ("<h3>Published (other data)</h3>"
+            + note(f"The paper's values on {s.get('paper_data') or 'its own data'}: other data "
+                   "or another task than ours, so they are not set beside our numbers and no "
+                   "difference is taken.")
+            + tables.table_html(published))
+
+
 class Bench:
     def __init__(self, bench: str, eval_dir: str, models_dir: str, data_dir: str, report: dict,
                  profile: str, seeds: list, rows: list, provenance: str = ""):
@@ -121,17 +145,25 @@ class Bench:
         self.style = figures.styles(list(dict.fromkeys(self.cells["row"])))
         self.first = self.cells.groupby("row", sort=False).head(1)   # each row's lowest seed
 
+    def manifest(self) -> dict:
+        path = os.path.join(self.prepared, "manifest.json")
+        return tables.read_json(path) if os.path.isfile(path) else {}
+
     def header(self) -> str:
         notes = "; ".join(dict.fromkeys(i["data"].get("title_note", "") for i in self.cells["info"]))
         better = "higher" if self.s["direction"] == "higher" else "lower"
+        metric = tables.metric_text(self.s, tables.data_facts(list(self.cells["info"]), self.manifest()))
+        same, why = tables.comparison(self.cells, self.s)
         return (f"<h1>{esc(self.s['title'])}: {esc(notes)}</h1><p>{esc(self.paper['source'])}. "
-                f"Table: {esc(self.s['metric'])} ({esc(self.s['units'])}; {better} is better). "
+                f"Table: {esc(metric)} ({esc(self.s['units'])}; {better} is better). "
                 '<a href="index.html">All tables</a>.</p>' + provenance_html(self.provenance)
                 + data_line(self.cells, self.profile, self.seeds) + guarantee_line(self.cells) + "<p>"
                 + ("This is the paper's own corpus and protocol: our numbers are comparable with "
-                   "the paper's, and the difference is shown." if tables.comparable(self.cells) else
-                   "This data is <b>not</b> the paper's benchmark: the paper's values are shown for "
-                   "orientation; only the ordering of the rows is compared, not the numbers.") + "</p>")
+                   "the paper's, and the difference is shown." if same else
+                   ("This data is <b>not</b> the paper's benchmark" if why == "data" else
+                    f"This is the paper's corpus but <b>not</b> its task: {esc(why)}")
+                   + ": the paper's values are listed apart, under “Published (other data)”; only "
+                   "the ordering of the rows is compared, not the numbers.") + "</p>")
 
     def table(self) -> str:
         t = tables.main_table(self.cells, self.s)
@@ -141,11 +173,12 @@ class Bench:
                  "or a perplexity; IWAE-K the importance-weighted bound with K samples, ELBO the "
                  "single-sample bound."]
         if "authors' padded mean (quirk)" in t:
-            notes.append("Quirk column: the authors' TIMIT script averaged over padded batches "
-                         "(empty utterances counted in the mean, about 0.9 % smaller); ours "
-                         "divides by the real number of utterances.")
+            notes.append(quirk_note(tables.quirk_shrink(self.cells)))
         notes += [self.s["note"]] if self.s.get("note") else []
-        return tables.table_html(t) + "".join(map(note, notes)) + confidence_html(self.paper)
+        out = tables.table_html(t) + "".join(map(note, notes))
+        if not tables.comparable(self.cells, self.s):
+            out += published_html(self.s, tables.published_table(self.cells, self.s))
+        return out + confidence_html(self.paper)
 
     def verdict(self) -> str:
         return verdict_html(self.cells, self.s)
@@ -210,8 +243,7 @@ class Bench:
 
     def real_audio(self) -> str:
         n, sec = self.cfg["audio_examples"], self.cfg["audio_seconds"]
-        manifest = os.path.join(self.prepared, "manifest.json")
-        if not os.path.isfile(manifest) or tables.read_json(manifest).get("kind") != "audio":
+        if self.manifest().get("kind") != "audio":
             return ""
         if not n:
             return note("Audio examples switched off (report.audio_examples is 0).")
@@ -258,7 +290,7 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
     and seed ranges in the paper's order, a link to the table's page."""
     paper, cells = tables.load_paper(), tables.load_cells(eval_dir, rows, seeds)
     out = ["<h1>Z-Forcing reproduction: every table at a glance</h1>",
-           f"<p>{esc(paper['source'])}. Each table's page has its numbers beside the paper's, "
+           f"<p>{esc(paper['source'])}. Each table's page has its numbers and the paper's, "
            "the pairs behind every verdict, the runs and their provenance.</p>",
            provenance_html(provenance)]
     tabs = []
@@ -270,7 +302,7 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
     for bench, filename, s, sub, claims in tabs:
         used = {i["data"].get("source") for i in sub["info"]}
         stale = sources.get(bench) and used != {sources[bench]}
-        ours = tables.values(sub, s["quantity"])
+        ours, same = tables.values(sub, s["quantity"]), tables.comparable(sub, s)
         out.append(f'<h2><a href="{esc(filename)}">{esc(s["title"])}</a></h2>'
                    + data_line(sub, profile, seeds)
                    + (note(f"params.yaml now asks for source {sources[bench]}: rerun the pipeline.")
@@ -281,8 +313,11 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
                    + note("Our rows in the paper's order: a dot per seed, the bar at the mean, the "
                           "line from the lowest seed to the highest.")
                    + f'<p><a href="{esc(filename)}">The {esc(s["title"])} page</a>: the paper\'s '
-                   "numbers beside ours, the pairs behind each verdict, the runs.</p>"
-                   + "<details><summary>Ours beside the paper's</summary>"
-                   + tables.table_html(tables.main_table(sub, s, compact=True)) + "</details>")
+                   "numbers and ours, the pairs behind each verdict, the runs.</p>"
+                   + ("<details><summary>Ours beside the paper's</summary>" if same else
+                      "<details><summary>Ours</summary>")
+                   + tables.table_html(tables.main_table(sub, s, compact=True)) + "</details>"
+                   + ("" if same else "<details><summary>Published (other data)</summary>"
+                      + tables.table_html(tables.published_table(sub, s)) + "</details>"))
     out += [f"<h2>How a verdict is reached</h2><p>{V.RULE}</p>", confidence_html(paper)]
     return "\n".join(out) if pages else "\n".join(out[:2] + [note("Nothing evaluated yet.")])

@@ -21,6 +21,7 @@ from .verdict import NONE, Pair, pairs_from_order, verdict
 PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.yaml")
 BENCHES = ("timit", "blizzard", "mnist", "imdb")
 SIGNS = {"=": "=", ">=": "≥", "<=": "≤"}
+COUNTS = {"active_units"}   # metrics.json keys that count things: printed as integers
 
 
 def read_json(path: str):
@@ -85,20 +86,22 @@ def values(sub: pd.DataFrame, key: str) -> dict:
     return out
 
 
-def num(v, signed: bool = False) -> str:
+def num(v, signed: bool = False, count: bool = False) -> str:
+    """A display number; count: a whole number of things (active units) prints as an integer."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
-    if isinstance(v, int):
-        return f"{v:{'+' if signed else ''},}"
+    if isinstance(v, int) or (count and float(v).is_integer()):
+        return f"{int(v):{'+' if signed else ''},}"
     return f"{v:{'+' if signed else ''},.{1 if abs(v) >= 1000 else 2}f}"
 
 
-def spread(vals) -> str:
+def spread(vals, count: bool = False) -> str:
     """'mean [min – max]' over seeds (a list, or {seed: value}); one seed is just its number."""
     vals = list(vals.values()) if isinstance(vals, dict) else list(vals)
     if len(vals) < 2:
-        return num(vals[0]) if vals else "—"
-    return f"{num(sum(vals) / len(vals))} [{num(min(vals))} – {num(max(vals))}]"
+        return num(vals[0], count=count) if vals else "—"
+    return (f"{num(sum(vals) / len(vals), count=count)} "
+            f"[{num(min(vals), count=count)} – {num(max(vals), count=count)}]")
 
 
 def table_html(df: pd.DataFrame, cls: str = "t") -> str:
@@ -113,16 +116,79 @@ def mean(vals: dict) -> float:
     return sum(vals.values()) / len(vals)
 
 
-def comparable(sub: pd.DataFrame) -> bool:
-    """Only when every cell ran on the paper's own corpus and protocol."""
-    return len(sub) > 0 and all(i["data"].get("comparable") is True for i in sub["info"])
+def data_facts(infos: list, manifest: dict | None = None) -> dict:
+    """What the data behind a table was, for its metric text: the protocol the cells record
+    (info.json data.protocol; a key the cells disagree on is left out), then the prepared
+    manifest's values for what they do not record, then what follows from those (an image's
+    side from its steps, a frame's samples and a segment's seconds from its samples)."""
+    protos = [(i.get("data") or {}).get("protocol") or {} for i in infos]
+    facts, mixed = {}, set()
+    for k in sorted(set().union(*protos)) if protos else []:
+        vals = {json.dumps(p.get(k), sort_keys=True) for p in protos}
+        if len(vals) > 1:
+            mixed.add(k)
+        elif protos[0].get(k) is not None:
+            facts[k] = protos[0][k]
+
+    def derive():
+        steps = facts.get("steps")
+        if "side" not in facts and isinstance(steps, int) and math.isqrt(steps) ** 2 == steps:
+            facts["side"] = math.isqrt(steps)
+        if facts.get("row_samples") and facts.get("row_frames"):
+            facts.setdefault("frame_samples", facts["row_samples"] // facts["row_frames"])
+        if facts.get("row_samples") and facts.get("sample_rate"):
+            facts.setdefault("row_seconds", facts["row_samples"] / facts["sample_rate"])
+    derive()
+    m = manifest or {}
+    for k, v in {**(m.get("protocol") or {}),
+                 **{k: m.get(k) for k in ("steps", "side", "sample_rate", "frame_size")}}.items():
+        if v is not None and k not in mixed:
+            facts.setdefault(k, v)
+    derive()
+    return facts
+
+
+def metric_text(s: dict, facts: dict) -> str:
+    """The table's metric, with its `metric_detail` filled from the data's facts (steps,
+    side, frames: never typed); without the detail when a fact it names is unknown."""
+    detail = s.get("metric_detail")
+    try:
+        return f"{s['metric']} ({detail.format_map(facts)})" if detail else s["metric"]
+    except (KeyError, ValueError, TypeError):
+        return s["metric"]
+
+
+def comparison(sub: pd.DataFrame, s: dict) -> tuple:
+    """(comparable, why not): ours are comparable with the paper's numbers only when every
+    cell ran on the paper's own corpus (the manifest's `comparable`) and under the protocol
+    the paper's numbers came from (the table's `paper_protocol`, e.g. Blizzard's
+    target_mode: faithful, the authors' row-shifted targets). why: "" when comparable,
+    "data" when the corpus is not the paper's, else the protocol values that differ."""
+    if not len(sub) or not all(i["data"].get("comparable") is True for i in sub["info"]):
+        return False, "data"
+    for key, want in (s.get("paper_protocol") or {}).items():
+        used = sorted({str(((i["data"].get("protocol") or {}).get(key))) for i in sub["info"]})
+        if used != [str(want)]:
+            return False, (f"the paper's numbers come from {key} {want}; this run used "
+                           f"{key} {', '.join(used)}")
+    return True, ""
+
+
+def comparable(sub: pd.DataFrame, s: dict) -> bool:
+    return comparison(sub, s)[0]
+
+
+def published(pub: dict) -> str:
+    return f"{SIGNS[pub['kind']]} {num(pub['value'])}"
 
 
 def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFrame:
-    """One line per row: seeds, bound kind, ours (mean [min – max]), the paper's value and,
-    on comparable data only, ours − paper; then the quirk and the table's extra columns.
-    compact (the index): row, seeds, ours and paper only."""
+    """One line per row: seeds, bound kind, ours (mean [min – max]); on comparable data the
+    paper's value and ours − paper beside it (else the paper's values are in
+    published_table, never beside ours); then the quirk and the table's extra columns.
+    compact (the index): row, seeds, ours and, on comparable data, the paper's value."""
     q, sign = s["quantity"], "≥" if s["quantity"] == "bound" else "≤"
+    same = comparable(sub, s)
     ours, extra = values(sub, q), {k: values(sub, k) for k in s.get("columns") or {}}
     recs = []
     for row, cells in sub.groupby("row", sort=False):
@@ -134,23 +200,53 @@ def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFram
              "bound": ", ".join(dict.fromkeys(
                  "=" if i["bound_kind"] == "exact" else f"{sign} {i['bound_kind'].upper()}"
                  + (f"-{i.get('iwae_k')}" if i["bound_kind"] == "iwae" else "") for i in infos)),
-             f"ours ({s['units']})": spread(ours[row]),
-             "paper": f"{SIGNS[pub['kind']]} {num(pub['value'])}" if pub else "—",
-             "confidence": pub["confidence"] if pub else "—"}
-        if comparable(sub) and not compact:
+             f"ours ({s['units']})": spread(ours[row])}
+        if same:
+            r.update({"paper": published(pub) if pub else "—",
+                      "confidence": pub["confidence"] if pub else "—"})
+        if same and not compact:
             r["ours − paper"] = num(mean(ours[row]) - pub["value"], True) \
                 if pub and ours[row] else "—"
         if quirk and not compact:
             r["authors' padded mean (quirk)"] = spread(quirk)
         if not compact:
-            r.update({title: spread(extra[k][row]) for k, title in s["columns"].items()})
+            r.update({title: spread(extra[k][row], count=k in COUNTS)
+                      for k, title in s["columns"].items()})
             r["params"] = num(infos[0].get("params"))
         recs.append(r)
-    for p in [] if compact else s.get("published_only") or []:
+    for p in (s.get("published_only") or []) if same and not compact else []:
         recs.append({"row": "—", "in the paper": p["name"], "seeds": "published, not trained here",
-                     "paper": f"{SIGNS[p['kind']]} {num(p['value'])}", "confidence": p["confidence"]})
+                     "paper": published(p), "confidence": p["confidence"]})
     df = pd.DataFrame.from_records(recs).fillna("—").astype(str)
-    return df[["row", "in the paper", "seeds", f"ours ({s['units']})", "paper"]] if compact else df
+    keep = ["row", "in the paper", "seeds", f"ours ({s['units']})"] + (["paper"] if same else [])
+    return df[keep] if compact and len(df) else df
+
+
+def published_table(sub: pd.DataFrame, s: dict) -> pd.DataFrame:
+    """The paper's values on its own data, apart from ours: the published rows this run
+    has (the paper's name, our row), then the rows published only."""
+    names = {row: info.get("paper_name", row) for row, info in zip(sub["row"], sub["info"])}
+    recs = [{"in the paper": names[row], "row here": row, "paper": published(pub),
+             "confidence": pub["confidence"]}
+            for row, pub in (s.get("rows") or {}).items() if row in names]
+    recs += [{"in the paper": p["name"], "row here": "— (not trained here)", "paper": published(p),
+              "confidence": p["confidence"]} for p in s.get("published_only") or []]
+    return pd.DataFrame.from_records(recs).astype(str)
+
+
+def quirk_shrink(sub: pd.DataFrame) -> list:
+    """Per cell with the authors' padded mean: how much it shrinks a per-sequence figure
+    toward zero (a fraction), from the cell's own counts (sequences / padded_sequences) or,
+    without them, from its two estimates of the same bound."""
+    out = []
+    for i in sub["info"]:
+        quirk, test = i.get("test_quirk") or {}, i.get("test") or {}
+        key = "iwae_per_seq" if i.get("bound_kind") == "iwae" else "elbo_per_seq"
+        if quirk.get("padded_sequences") and quirk.get("sequences") is not None:
+            out.append(1 - quirk["sequences"] / quirk["padded_sequences"])
+        elif quirk.get(key) is not None and test.get(key):
+            out.append(1 - quirk[key] / test[key])
+    return out
 
 
 @dataclass(frozen=True)
@@ -216,10 +312,11 @@ def pairs_table(results: list) -> pd.DataFrame:
     recs = []
     for r in results:
         p, ok = r.pair, math.isfinite(r.lo)
+        count = p.what == "active units"
         recs.append({
             "paper: behind": p.worse, "paper: ahead": p.better, "compared": p.what,
-            "seeds": str(r.n), "ours behind": spread({k: p.worse_values[k] for k in p.seeds}),
-            "ours ahead": spread({k: p.better_values[k] for k in p.seeds}),
+            "seeds": str(r.n), "ours behind": spread({k: p.worse_values[k] for k in p.seeds}, count),
+            "ours ahead": spread({k: p.better_values[k] for k in p.seeds}, count),
             "mean difference (+: paper's way)": num(r.mean, True),
             "interval": f"[{num(r.lo, True)}, {num(r.hi, True)}]" if ok else "—",
             "level": f"{r.level:.2%}" if ok else "—",
