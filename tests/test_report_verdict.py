@@ -163,3 +163,19 @@ def test_a_claim_on_a_row_not_run_is_not_checked_and_says_which():
     assert got == {"Table 1 order": "not resolved (1 seed)",
                    "aux beats KL annealing": "not checked (row zforcing_kla not in this run)",
                    "Z-Forcing beats SRNN": "not resolved (1 seed)"}
+
+
+def test_seeds_needed_follows_the_gap_and_the_spread():
+    """The extrapolation a page prints for an unresolved pair: the smallest seed count at
+    which t quantiles (level and 80 % power) times sd / sqrt(n) fit inside the gap."""
+    from pipeline.report.verdict import seeds_needed
+    def pair(diffs):
+        return Pair("a", "b", {i: 0.0 for i in range(len(diffs))}, dict(enumerate(diffs)))
+    base = pair([0.0, 1.0, 2.0])                      # mean 1, sd 1
+    n = seeds_needed(base, k=1)
+    assert 10 <= n <= 12, n                           # (2.26 + 0.88)^2 = 9.9 at n = 10
+    assert seeds_needed(pair([-0.5, 0.5, 1.5]), k=1) > 3.5 * n  # half the gap, same sd: about 4x
+    assert seeds_needed(base, k=15) > n                # a stricter level needs more
+    assert seeds_needed(pair([5.0, 6.0, 7.0]), k=1) == 3  # resolved already at 3
+    assert seeds_needed(pair([1.0]), k=1) is None      # no spread to extrapolate from
+    assert seeds_needed(pair([-1.0, 1.0, 0.0]), k=1) == 10_000  # no gap: never

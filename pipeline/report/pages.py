@@ -93,7 +93,8 @@ def verdict_html(sub: pd.DataFrame, s: dict) -> str:
     out = [f"<p>Rule: {V.RULE}</p>", findings_html(claims)]
     for c in claims:
         shown = [r for r in c.results if r.pair.required or r.outcome == V.REVERSED]
-        out.append(claim_line(c) + (tables.table_html(tables.pairs_table(shown)) if shown else ""))
+        k = max(1, sum(r.n >= V.MIN_SEEDS for r in c.results))
+        out.append(claim_line(c) + (tables.table_html(tables.pairs_table(shown, k)) if shown else ""))
     return "".join(out) if claims else note("The paper makes no claim checked on this table.")
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
-from .verdict import NONE, Pair, pairs_from_order, verdict
+from .verdict import MIN_SEEDS, NONE, OPEN, Pair, pairs_from_order, seeds_needed, verdict
 
 PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.yaml")
 BENCHES = ("timit", "blizzard", "mnist", "imdb")
@@ -306,10 +306,13 @@ def seed_range(vals: dict, seeds: list) -> str:
     return num(max(v) - min(v)) if len(v) > 1 else "—"
 
 
-def pairs_table(results: list) -> pd.DataFrame:
+def pairs_table(results: list, k: int | None = None) -> pd.DataFrame:
     """One line per pair: the mean paired difference (positive: the paper's way round), its
-    interval and level, and each side's spread over the shared seeds."""
+    interval and level, each side's spread over the shared seeds, and for a pair not
+    resolved the seeds its gap and spread would need (80 % power, the claim's level; k: the
+    claim's tested pairs, when `results` shows only some)."""
     recs = []
+    k = k or max(1, sum(r.n >= MIN_SEEDS for r in results))
     for r in results:
         p, ok = r.pair, math.isfinite(r.lo)
         count = p.what == "active units"
@@ -322,8 +325,17 @@ def pairs_table(results: list) -> pd.DataFrame:
             "level": f"{r.level:.2%}" if ok else "—",
             "seed spread behind / ahead": f"{seed_range(p.worse_values, p.seeds)} / "
                                           f"{seed_range(p.better_values, p.seeds)}",
-            "outcome": r.label})
+            "outcome": r.label,
+            "seeds to resolve": _needed(r, k)})
     return pd.DataFrame.from_records(recs)
+
+
+def _needed(r, k: int) -> str:
+    """'—' for an ordered pair; else the seeds at this gap and spread (80 % power)."""
+    if r.outcome != OPEN:
+        return "—"
+    n = seeds_needed(r.pair, k)
+    return "—" if n is None else (f"over {n:,}" if n >= 10_000 else f"about {n}")
 
 
 def runs_table(sub: pd.DataFrame) -> pd.DataFrame:

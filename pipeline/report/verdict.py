@@ -96,6 +96,26 @@ def paired_interval(pair: Pair, k: int, alpha: float = ALPHA) -> Result:
     return Result(pair, outcome, n, mean, lo, hi, 1 - alpha / k)
 
 
+def seeds_needed(pair: Pair, k: int, alpha: float = ALPHA, power: float = 0.8,
+                 cap: int = 10_000) -> int | None:
+    """Seeds at which a pair whose true gap and paired spread were what these seeds show
+    would be ordered with probability `power` (the t approximation: the smallest n with
+    (t_{1-alpha/2k} + t_power) * sd / sqrt(n) <= |mean|, both with n - 1 degrees of
+    freedom); `cap` when even that many would not do, None without two shared seeds."""
+    d = pair.diffs
+    if len(d) < 2:
+        return None
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    if sd == 0:
+        return max(MIN_SEEDS, len(d)) if mean else cap
+    for n in range(MIN_SEEDS, cap):
+        need = (t_quantile(1 - alpha / (2 * k), n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+        if need <= abs(mean):
+            return n
+    return cap
+
+
 def pairs_from_order(order: list, values: dict, higher: bool = True, what: str = "") -> list:
     """Pairs of a worst-to-best ordering over the rows present in `values` (row -> {seed
     index: number}, or a list: seed indices 0, 1, ...): adjacent pairs are required, the
