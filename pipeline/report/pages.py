@@ -274,21 +274,21 @@ def interpolation_html(row, seed, t: dict) -> str:
     """The latent interpolation of a cell's text.json (pipeline/models/interpolate.py), if
     any: the two test sentences, then one line per point, first and last their
     reconstructions."""
-    it = t.get("interpolation")
-    if not it:
+    interp = t.get("interpolation")
+    if not interp:
         return ""
-    a, b = it["sentences"]
-    i, j = it["test_index"]
+    first, second = interp["sentences"]
+    i, j = interp["test_index"]
     df = pd.DataFrame.from_records([{"a": f"{p['alpha']:.2f}", "greedy": p["greedy"],
-                                     "sampled": p["sample"]} for p in it["points"]])
+                                     "sampled": p["sample"]} for p in interp["points"]])
     return (f"<p>Latent interpolation ({esc(row)}, seed {seed}) between test sentence {i}, "
-            f"“{esc(a)}”, and test sentence {j}, “{esc(b)}”:</p>"
+            f"“{esc(first)}”, and test sentence {j}, “{esc(second)}”:</p>"
             + tables.table_html(df, "t txt")
             + note("Each line decodes z_t = (1 − a) z_t(first) + a z_t(second), the two "
                    "sentences' posterior means (the prior mean past a sentence's end), from <S>: "
                    "greedy, and with drawn tokens. a = 0 and a = 1 are the two reconstructions. "
-                   "The authors' sampler does the same with 11 points and posterior samples "
-                   "(docs/model.md, Latent interpolation)."))
+                   "The authors' sampler mixes posterior samples instead (docs/model.md, "
+                   "Latent interpolation)."))
 
 
 def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
