@@ -13,7 +13,8 @@ Reads eval.* (with benchmarks.<bench>.eval overrides). Writes into --out:
                 data is, and the hashes of what was read (prepared manifest, model, settings)
   latent.json   KL per latent dimension (null for exact models)
   samples.npz   sequences sampled from the model (audio waveforms / digit probabilities)
-  text.json     IMDB: sampled sentences, reconstructions, one latent perturbed
+  text.json     IMDB: sampled sentences, reconstructions, one latent perturbed, and an
+                interpolation between two test sentences' posterior means (eval.interp_points)
 """
 from __future__ import annotations
 
@@ -236,7 +237,30 @@ def _sentences(model, data, manifest, opts, gen, tmp, kl_per_dim):
             sample = text(lm_probe.perturb(model, one, dim, delta, greedy=False, generator=gen))[0]
             rows.append({"delta_sd": delta, "greedy": greedy, "sample": sample})
         out["perturb"] = {"dim": dim, "kl": kl_per_dim[dim], "original": out["originals"][0], "rows": rows}
+        if opts.interp_points:
+            out["interpolation"] = _interpolation(model, data, opts, itos)
     write_json(tmp / "text.json", out)
+
+
+def _interpolation(model, data, opts, itos):
+    """Decodings between the posterior means of two test sentences drawn with eval.seed
+    (pipeline/models/interpolate.py); None when the test split holds fewer than two."""
+    import torch
+    from pipeline.models import interpolate
+    from pipeline.datasets import open_split
+    from pipeline.datasets.text import ids_to_text
+    loader = open_split(data, "test", 1, limit=opts.test_limit or None)
+    if loader.num_sequences < 2:
+        return None
+    pair = interpolate.choose_pair(loader.num_sequences, opts.seed)
+    dev = next(model.parameters()).device
+    a, b = (loader.batch(0, i).to(dev) for i in pair)
+    res = interpolate.interpolate(model, a, b, opts.interp_points,
+                                  generator=torch.Generator(device=dev).manual_seed(opts.seed))
+    words = lambda ids: ids_to_text(ids, itos)  # noqa: E731
+    return {"test_index": list(pair), "sentences": [words(a.y[0].tolist()), words(b.y[0].tolist())],
+            "points": [{"alpha": al, "greedy": words(g), "sample": words(s)} for al, g, s in
+                       zip(res["alpha"], res["greedy"], res["sample"])]}
 
 
 def _progress(total, name):

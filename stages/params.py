@@ -50,6 +50,7 @@ class EvalOptions:
     valid: bool = True
     samples: int = 3
     sample_seconds: float = 2.0
+    interp_points: int = 11    # IMDB latent rows: sentences along a latent interpolation
     seed: int = 0
     device: str = "auto"
     threads: int = 1
@@ -247,6 +248,7 @@ RULES = {
     "eval.valid": FLAG,
     "eval.samples": at_least(int, 0),
     "eval.sample_seconds": positive(),
+    "eval.interp_points": Rule(int, lambda v: v == 0 or v >= 2, "0 (off) or at least 2"),
     "eval.seed": at_least(int, 0),
     "eval.device": DEVICE,
     "eval.threads": at_least(int, 1),

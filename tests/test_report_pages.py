@@ -224,7 +224,7 @@ def pair_rows(table):
     """(behind, ahead, seeds, mean difference, interval, outcome) of each pair's line."""
     return re.findall(r"<tr>\s*<td>([^<]+)</td>\s*<td>(\w+)</td>\s*<td>[^<]+</td>\s*<td>(\d+)</td>"
                       r"(?:\s*<td>[^<]+</td>){2}\s*<td>([^<]+)</td>\s*<td>([^<]+)</td>"
-                      r"(?:\s*<td>[^<]+</td>){2}\s*<td>([^<]+)</td>\s*</tr>", table)
+                      r"(?:\s*<td>[^<]+</td>){2}\s*<td>([^<]+)</td>\s*<td>[^<]+</td>\s*</tr>", table)
 
 
 def test_speech_claims_one_per_line_and_too_few_seeds_resolve_nothing(project):

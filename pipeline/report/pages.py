@@ -176,7 +176,7 @@ class Bench:
         if "authors' padded mean (quirk)" in t:
             notes.append(quirk_note(tables.quirk_shrink(self.cells)))
         notes += [self.s["note"]] if self.s.get("note") else []
-        out = tables.table_html(t) + "".join(map(note, notes))
+        out = tables.table_html(t) + "".join(map(note, notes)) + paper_rows_html(self.s)
         if not tables.comparable(self.cells, self.s):
             out += published_html(self.s, tables.published_table(self.cells, self.s))
         return out + confidence_html(self.paper)
@@ -235,7 +235,8 @@ class Bench:
         out = [self.real_audio()]
         for row, seed, d in zip(self.first["row"], self.first["seed"], self.first["dir"]):
             if os.path.isfile(os.path.join(d, "text.json")):
-                out.append(self.text(row, seed, tables.read_json(os.path.join(d, "text.json"))))
+                t = tables.read_json(os.path.join(d, "text.json"))
+                out.append(self.text(row, seed, t) + interpolation_html(row, seed, t))
             if os.path.isfile(os.path.join(d, "samples.npz")):
                 with np.load(os.path.join(d, "samples.npz"), allow_pickle=False) as z:
                     out.append(self.audio(row, seed, z) if "sample_rate" in z else
@@ -283,6 +284,43 @@ class Bench:
         return f"<h4>{esc(row)} (seed {seed})</h4>" + "".join(
             f"<p>{esc(title)}:</p>" + tables.table_html(df.astype(str), "t txt")
             for title, df in parts if len(df))
+
+
+def paper_rows_html(s: dict) -> str:
+    """The paper's published rows that carry a β (IMDB's Table 3): β, KL and both
+    perplexities as paper_numbers.yaml holds them, "not known" where it holds null."""
+    rows = [p for p in s.get("published_only") or [] if "beta" in p]
+    if not rows:
+        return ""
+    known = lambda v: "not known" if v is None else tables.num(v)  # noqa: E731
+    df = pd.DataFrame.from_records([{
+        "in the paper": p["name"], "β": "—" if p["beta"] is None else f"{p['beta']:g}",
+        "KL / sentence": known(p.get("kl")), "perplexity (ELBO)": known(p.get("ppl_elbo")),
+        "perplexity (IWAE)": known(p.get("value")), "confidence": p.get("confidence") or "—",
+        "source": p.get("source", ""), "note": p.get("note", "")} for p in rows])
+    return ("<p>The paper's rows, one per β (the aux weight), as "
+            "<code>pipeline/report/paper_numbers.yaml</code> holds them:</p>" + tables.table_html(df))
+
+
+def interpolation_html(row, seed, t: dict) -> str:
+    """The latent interpolation of a cell's text.json (pipeline/models/interpolate.py), if
+    any: the two test sentences, then one line per point, first and last their
+    reconstructions."""
+    interp = t.get("interpolation")
+    if not interp:
+        return ""
+    first, second = interp["sentences"]
+    i, j = interp["test_index"]
+    df = pd.DataFrame.from_records([{"a": f"{p['alpha']:.2f}", "greedy": p["greedy"],
+                                     "sampled": p["sample"]} for p in interp["points"]])
+    return (f"<p>Latent interpolation ({esc(row)}, seed {seed}) between test sentence {i}, "
+            f"“{esc(first)}”, and test sentence {j}, “{esc(second)}”:</p>"
+            + tables.table_html(df, "t txt")
+            + note("Each line decodes z_t = (1 − a) z_t(first) + a z_t(second), the two "
+                   "sentences' posterior means (the prior mean past a sentence's end), from <S>: "
+                   "greedy, and with drawn tokens. a = 0 and a = 1 are the two reconstructions. "
+                   "The authors' sampler mixes posterior samples instead (docs/model.md, "
+                   "Latent interpolation)."))
 
 
 def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
