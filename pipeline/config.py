@@ -52,6 +52,8 @@ class ModelConfig:
     bwd: float = 0.0              # --bwd: weight of the backward-RNN likelihood head (0 = no head)
     bwd_in_aux: bool = False      # zforcing_lm: the backward head's NLL is added at the aux weight
                                   # (lm_lstm_imdb.py: weight_aux * (aux + nll_rev)); builds the head
+    lrelu_head: bool = False      # zforcing and rnn: the output head reads lrelu(W h_t + W' emb(x_t)),
+                                  # not h_t (lm_lstm_mnist.py: ff_out_lstm + ff_out_prev, then ff_out_mus)
     ar_hidden: int = 0            # ar_gaussian output: MADE hidden units (0 = 2 * x_dim, the family default)
     param_budget: int = 0         # >0: rnn_dim is chosen so the model has about this many parameters
                                   # (pipeline.models.budget.resolve_budget); 0: rnn_dim as given
@@ -90,6 +92,9 @@ class TrainConfig:
     kl_start: float = 0.2
     kl_step: float = 5e-5
     kl_cap: float = 1.0
+    # True: the KL is annealed as above on every row, not only on "+ kla" rows (the authors'
+    # MNIST runs: train_lstm_mnist.py kl_start 0.2, kl_rate 5e-5)
+    kl_anneal_all: bool = False
     # aux weight grows linearly from 0 to aux_weight over aux_anneal_updates (0 = constant)
     aux_weight: float = 0.0
     aux_anneal_updates: int = 0
@@ -103,6 +108,9 @@ class TrainConfig:
     # learning-rate recipe: "halve" on a worse validation bound (authors' intent), or "constant"
     lr_schedule: str = "halve"
     lr_floor: float = 1e-4
+    # the halving's reference: "previous" (the last validation bound) or "best" (the best so
+    # far: lm_lstm_imdb.py's `best_valid_err < valid_err[1]`)
+    halve_against: str = "previous"
     eval_every: int = 0           # validate every N updates (0 = once per epoch)
     # the validation bound that halves the rate and picks the best weights: 0 = the
     # single-sample ELBO; k > 0 = the IWAE bound with k samples (lm_lstm_imdb.py: 25)
@@ -142,6 +150,7 @@ class TrainConfig:
             ("lr_schedule", self.lr_schedule in ("halve", "constant"), "halve or constant"),
             ("lr_floor", 0 < self.lr_floor <= self.lr or self.lr_schedule == "constant",
              "must be in (0, lr]"),
+            ("halve_against", self.halve_against in ("previous", "best"), "previous or best"),
             ("eval_every", self.eval_every >= 0, "cannot be negative"),
             ("valid_iwae_k", self.valid_iwae_k >= 0, "cannot be negative (0 = ELBO)"),
             ("log_every", self.log_every > 0, "must be positive"),

@@ -2,7 +2,7 @@
 device-side logging, validation with the learning-rate recipe, and exact resume.
 
 Per update:  loss = mean_b[ -log p(y|...) + bwd*NLL_bwd + aux_w*AUX + kl_w*KL ]
-  kl_w  = min(kl_cap, kl_start + kl_step * good_updates) with kl_anneal, else 1
+  kl_w  = min(kl_cap, kl_start + kl_step * good_updates) with kl_anneal (or kl_anneal_all), else 1
   aux_w = aux_weight * min(1, good_updates / aux_anneal_updates)   (constant if 0;
           aux_anneal_epochs > 0 counts that many epochs of the loader instead)
   bwd   = model.bwd, plus aux_w when model.bwd_in_aux (the authors' IMDB cost)
@@ -82,7 +82,8 @@ def aux_ramp_updates(cfg: TrainConfig, batches_per_epoch: int | None = None) -> 
 def schedule_weights(good: torch.Tensor, cfg: TrainConfig, aux_updates: int | None = None):
     """(kl_weight, aux_weight) as device tensors, from the good-update counter.
     aux_updates: the aux ramp's length (aux_ramp_updates); None = cfg.aux_anneal_updates."""
-    kl_w = (torch.clamp(cfg.kl_start + cfg.kl_step * good, max=cfg.kl_cap) if cfg.kl_anneal
+    anneal = cfg.kl_anneal or cfg.kl_anneal_all   # a "+ kla" row, or every row (train.kl_anneal_all)
+    kl_w = (torch.clamp(cfg.kl_start + cfg.kl_step * good, max=cfg.kl_cap) if anneal
             else torch.ones_like(good))
     ramp = cfg.aux_anneal_updates if aux_updates is None else aux_updates
     if ramp:
@@ -314,8 +315,10 @@ def train(model, loader, cfg: TrainConfig, *, valid_loader=None, device="cpu",
         # finite: evaluate raises NonFiniteEvaluation otherwise
         elbo, bound_per_step, kl_per_seq, bound = figures
         halved = False
-        if (cfg.lr_schedule == "halve" and pos.prev_valid is not None
-                and bound < pos.prev_valid and pos.lr > cfg.lr_floor):
+        # train.halve_against: the last validation's bound, or the best so far (lm_lstm_imdb.py)
+        ref = pos.best_valid if cfg.halve_against == "best" else pos.prev_valid
+        if (cfg.lr_schedule == "halve" and ref is not None
+                and bound < ref and pos.lr > cfg.lr_floor):
             pos.lr = max(pos.lr / 2.0, cfg.lr_floor)
             for group in opt.param_groups:
                 group["lr"] = pos.lr

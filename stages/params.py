@@ -209,6 +209,7 @@ RULES = {
     "model.use_l2": FLAG,
     "model.bwd": WEIGHT,
     "model.bwd_in_aux": FLAG,
+    "model.lrelu_head": FLAG,
     "model.param_budget": Rule(int, lambda v: v >= 0, "cannot be negative (0 = off)"),
     "train.lr": positive(),
     "train.adam_eps": positive(),
@@ -221,12 +222,14 @@ RULES = {
     "train.kl_start": within(float, 0, 1, "must be in [0, 1]"),
     "train.kl_step": at_least(float, 0),
     "train.kl_cap": within(float, 1e-9, 1, "must be in (0, 1]"),
+    "train.kl_anneal_all": FLAG,
     "train.aux_anneal_updates": Rule(int, lambda v: v >= 0, "cannot be negative (0 = no annealing)"),
     "train.aux_anneal_epochs": Rule(float, lambda v: v >= 0,
                                     "cannot be negative (0 = use train.aux_anneal_updates)"),
     "train.kl_skip": Rule(float, lambda v: v >= 0, "cannot be negative (0 = off)"),
     "train.lr_schedule": one_of("halve", "constant"),
     "train.lr_floor": positive(),
+    "train.halve_against": one_of("previous", "best"),
     "train.eval_every": Rule(int, lambda v: v >= 0, "cannot be negative (0 = once per epoch)"),
     "train.valid_iwae_k": Rule(int, lambda v: v >= 0, "cannot be negative (0 = select on the ELBO)"),
     "train.log_every": at_least(int, 1),
@@ -497,6 +500,9 @@ def model_settings(params: dict, bench: str, row, manifest: dict):
         raise ParamError(f"{origin(params, bench, 'model', 'bwd_in_aux')}: only the language model "
                          "(imdb) has it; the speech and MNIST Z-Forcing weighs its backward head "
                          "by model.bwd alone")
+    if cfg.lrelu_head and row.model not in ("zforcing", "rnn"):
+        raise ParamError(f"{origin(params, bench, 'model', 'lrelu_head')}: only the Z-Forcing and "
+                         f"LSTM models of the MNIST table (zforcing, rnn) have it, not {row.model}")
     return cfg
 
 

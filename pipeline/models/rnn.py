@@ -20,6 +20,7 @@ from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import Terms, deterministic_terms, first_input, masked_sum, output_head
 from .layers import Embedding, make_lstm
+from .zforcing import LReLUReadout
 
 
 class RNN(nn.Module):
@@ -32,14 +33,21 @@ class RNN(nn.Module):
         self.emb = Embedding(cfg.data, cfg.x_dim, cfg.emb_dim, cfg.dropout)
         self.rnn = make_lstm(cfg.emb_dim, r)
         self.out = output_head(cfg, r)
+        # model.lrelu_head: the head reads lrelu(W h_t + W' emb(x_t)) (lm_lstm_mnist.py),
+        # as Z-Forcing's does, so the MNIST table's LSTM row keeps the same readout
+        self.readout = LReLUReadout(r, cfg.emb_dim) if cfg.lrelu_head else None
+
+    def _features(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+        return h if self.readout is None else self.readout(h, ex)
 
     def noise_shape(self, batch: Batch):
         return None
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None) -> Terms:
         # a forward LSTM never reads later steps, so trailing padding cannot reach a real step
-        h, _ = self.rnn(self.emb(batch.x))                       # (B, T, r)
-        log_px = self.out.log_prob(h, batch.y)                   # (B, T)
+        ex = self.emb(batch.x)
+        h, _ = self.rnn(ex)                                      # (B, T, r)
+        log_px = self.out.log_prob(self._features(h, ex), batch.y)   # (B, T)
         return deterministic_terms(masked_sum(log_px, batch.mask), batch.mask.sum(1))
 
     @torch.no_grad()
@@ -51,7 +59,9 @@ class RNN(nn.Module):
         x = first_input(cfg, n, dev, first)
         state, ys = None, []
         for _ in range(steps):
-            h, state = self.rnn(self.emb(x).unsqueeze(1), state)
-            x = self.out.sample(h[:, 0]) if sample_output else self.out.mean(h[:, 0])
+            ex = self.emb(x)
+            h, state = self.rnn(ex.unsqueeze(1), state)
+            f = self._features(h[:, 0], ex)
+            x = self.out.sample(f) if sample_output else self.out.mean(f)
             ys.append(x)
         return torch.stack(ys, 1)

@@ -53,6 +53,8 @@ class ZForcing(nn.Module):
             self.w_hh = nn.Linear(r, 4 * r, bias=False)
             init_lstm_(self.w_ih.weight, self.w_hh.weight, self.w_ih.bias, r)
         self.out = output_head(cfg, r)
+        # model.lrelu_head: the head reads lrelu(W h_t + W' emb(x_t)) (lm_lstm_mnist.py)
+        self.readout = LReLUReadout(r, e) if cfg.lrelu_head else None
         # optional backward-likelihood head on b_t predicting x_t (--bwd)
         self.bwd_out = output_head(cfg, r) if cfg.bwd > 0 else None
 
@@ -75,6 +77,10 @@ class ZForcing(nn.Module):
             return add_shared(pre_x, cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0)))
         return add_shared(pre_x, hh) + F.linear(self.z_proj(z), w_z)
 
+    def _features(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+        """What the output head reads: h_t, or with model.lrelu_head lrelu(W h_t + W' emb(x_t))."""
+        return h if self.readout is None else self.readout(h, ex)
+
     def noise_shape(self, batch: Batch):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
@@ -82,16 +88,18 @@ class ZForcing(nn.Module):
     # -- training / evaluation ---------------------------------------------------------------
     def shared_work(self, batch: Batch):
         """What depends only on the data, time-major: b_t, the input-side LSTM
-        pre-activations and the posterior's b_t share (base.py: folding samples)."""
+        pre-activations, the posterior's b_t share (base.py: folding samples) and the
+        input embeddings (a view, read by the output head with model.lrelu_head)."""
         ex, ey = self.emb(batch.x), self.emb(batch.y)
         # backward state b_t summarises y_t..y_T; reversing within each length keeps the
         # padding out of every real step (quirk 4 of the official code, corrected)
         rev = reverse_index(batch.mask)
         b_t = gather_time(self.bwd_rnn(gather_time(ey, rev))[0], rev).transpose(0, 1)
-        pre_x = self._input_preacts(ex.transpose(0, 1))
+        ex_t = ex.transpose(0, 1)
+        pre_x = self._input_preacts(ex_t)
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, self.cfg.rnn_dim:], self.post.l1.bias)   # posterior's b_t share
-        return b_t, pre_x, q_b
+        return b_t, pre_x, q_b, ex_t
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
@@ -102,7 +110,7 @@ class ZForcing(nn.Module):
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
         k = samples_in(noise, B)
-        b_t, pre_x, q_b = shared or self.shared_work(batch)
+        b_t, pre_x, q_b, ex_t = shared or self.shared_work(batch)
         tm = lambda a: a.transpose(0, 1)  # noqa: E731  batch-first -> time-major view
         eps, w_q = tm(noise), self.post.l1.weight
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
@@ -133,7 +141,7 @@ class ZForcing(nn.Module):
         else:
             aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
 
-        log_px = self.out.log_prob(H, tm(y))
+        log_px = self.out.log_prob(self._features(H, tile(ex_t, k, 1)), tm(y))
         bwd = -self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None else None
         return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=tile(bwd, k, 1))
 
@@ -151,9 +159,11 @@ class ZForcing(nn.Module):
         for _ in range(steps):
             mu_p, lv_p = self.prior(h)
             z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
-            pre_x = self._input_preacts(self.emb(x).unsqueeze(0))[0]
+            ex = self.emb(x)
+            pre_x = self._input_preacts(ex.unsqueeze(0))[0]
             h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
-            x = self.out.sample(h) if sample_output else self.out.mean(h)
+            f = self._features(h, ex)
+            x = self.out.sample(f) if sample_output else self.out.mean(f)
             ys.append(x)
         return torch.stack(ys, 1)
 
@@ -188,12 +198,14 @@ class ZForcing(nn.Module):
         for t in range(T):
             mu_q, lv_q = self.post(torch.cat([h, b[t]], -1))
             z = mu_q + torch.exp(0.5 * lv_q) * _randn(mu_q, generator)
-            pre_x = self._input_preacts(self.emb(x).unsqueeze(0))[0]
+            ex = self.emb(x)
+            pre_x = self._input_preacts(ex.unsqueeze(0))[0]
             h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
+            f = self._features(h, ex)
             if sample_output:
-                x = y = _draw_output(self.out, h, generator)
+                x = y = _draw_output(self.out, f, generator)
             else:
-                y = self.out.mean(h)
+                y = self.out.mean(f)
                 x = (y >= 0.5).long() if cfg.data == "binary" else y
             ys.append(y)
         return torch.stack(ys, 1)
@@ -214,6 +226,21 @@ def _draw_output(head: nn.Module, h: torch.Tensor, generator: torch.Generator | 
         return mu + torch.exp(0.5 * logvar) * _randn(mu, generator)
     raise ValueError(f"reconstruct with a generator supports bernoulli and gaussian outputs, "
                      f"not {type(head).__name__}: pass generator=None")
+
+
+class LReLUReadout(nn.Module):
+    """model.lrelu_head: the features the output head reads, lrelu(W h_t + b + W' emb(x_t) + b'),
+    of size rnn_dim: the state after step t and the embedding of its input x_t, each through
+    its own linear map (lm_lstm_mnist.py's ff_out_lstm and ff_out_prev, followed there by
+    ff_out_mus, our output head). docs/model.md says why it is off by default."""
+
+    def __init__(self, rnn_dim: int, emb_dim: int):
+        super().__init__()
+        self.state = nn.Linear(rnn_dim, rnn_dim)
+        self.input = nn.Linear(emb_dim, rnn_dim)
+
+    def forward(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+        return lrelu(self.state(h) + self.input(ex))
 
 
 class _LReLU(nn.Module):

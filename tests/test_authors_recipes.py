@@ -1,0 +1,211 @@
+"""The rest of the authors' recipes as switches: the MNIST output head of lm_lstm_mnist.py
+(model.lrelu_head), their MNIST KL annealing on every row (train.kl_anneal_all) and their
+IMDB halving against the best bound (train.halve_against). Each is off by default, where
+the computation is today's."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import train as T
+from pipeline.config import ConfigError, ModelConfig, TrainConfig
+from pipeline.datasets.batches import ArrayLoader, PixelLoader
+from pipeline.models import build_model
+from pipeline.models.zforcing import ZForcing
+from pipeline.rows import get_row
+from pipeline.train import schedule_weights
+from stages import params as P
+
+CFG = ModelConfig(name="zforcing", data="binary", x_dim=1, output="bernoulli",
+                  rnn_dim=6, emb_dim=4, mlp_dim=5, z_dim=3)
+
+
+def _batch():
+    pixels = (np.random.default_rng(0).random((2, 7)) < 0.4).astype(np.uint8)
+    return PixelLoader(pixels, batch_size=2, shuffle=False).batch(0, 0)
+
+
+def _noise(k=1):
+    return torch.randn(2 * k, 7, 3, generator=torch.Generator().manual_seed(1))
+
+
+def _hand_lrelu(v):
+    """The authors' lrelu: slope 1/3 below 0, clipped to [-3, 3]."""
+    return torch.where(v > 0, v, v / 3.0).clamp(-3.0, 3.0)
+
+
+def _run(model, batch, noise):
+    """(terms, what the output projection read) of one forward pass."""
+    seen = []
+    hook = model.out.proj.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    try:
+        with torch.no_grad():
+            terms = model(batch, noise)
+    finally:
+        hook.remove()
+    return terms, seen[0]
+
+
+# ---------------------------------------------------------------- 1: the MNIST output head
+
+@pytest.mark.parametrize("name", ["zforcing", "rnn"])
+def test_lrelu_head_is_lrelu_of_state_and_input_then_linear(name):
+    """Same weights, head off and on: off, the head reads the state h_t itself; on, it reads
+    lrelu(W h_t + b + W' emb(x_t) + b') (lm_lstm_mnist.py: ff_out_lstm + ff_out_prev, lrelu,
+    ff_out_mus), and log p is the Bernoulli of its clipped linear map, by hand."""
+    torch.manual_seed(0)
+    off = build_model(dataclasses.replace(CFG, name=name))
+    torch.manual_seed(0)
+    on = build_model(dataclasses.replace(CFG, name=name, lrelu_head=True))
+    missing = on.load_state_dict(off.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["readout.input.bias", "readout.input.weight",
+                               "readout.state.bias", "readout.state.weight"]
+    assert not any(k.startswith("readout") for k in off.state_dict())
+    with torch.no_grad():   # weights with both signs and a clipped unit
+        on.readout.state.weight.copy_(torch.linspace(-2, 2, 36).reshape(6, 6))
+        on.readout.input.weight.copy_(torch.linspace(3, -3, 24).reshape(6, 4))
+        on.readout.input.bias.fill_(0.25)
+    batch = _batch()
+    noise = _noise() if name == "zforcing" else None
+    _, h = _run(off, batch, noise)                     # today's head input: the states
+    terms, feats = _run(on, batch, noise)
+    ex = on.emb(batch.x)                               # (B, T, e)
+    if isinstance(on, ZForcing):
+        ex = ex.transpose(0, 1)                        # Z-Forcing's head runs time-major
+    r = on.readout
+    want = _hand_lrelu(h @ r.state.weight.T + r.state.bias + ex @ r.input.weight.T + r.input.bias)
+    assert torch.allclose(feats, want, atol=1e-6)
+    assert (want == 3.0).any() or (want == -3.0).any() or (want < 0).any()
+    logits = (feats @ on.out.proj.weight.T + on.out.proj.bias).squeeze(-1).clamp(-8, 8)
+    y = batch.y.float().transpose(0, 1) if isinstance(on, ZForcing) else batch.y.float()
+    log_p = -F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    mask = batch.mask.transpose(0, 1) if isinstance(on, ZForcing) else batch.mask
+    assert torch.allclose(terms.log_px, (log_p * mask).sum(0 if isinstance(on, ZForcing) else 1),
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["zforcing", "rnn"])
+def test_head_off_reads_the_states_as_today(name):
+    """Off: no new parameters and the head reads exactly the LSTM states."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(CFG, name=name))
+    assert model.readout is None
+    batch = _batch()
+    terms, feats = _run(model, batch, _noise() if name == "zforcing" else None)
+    y, mask, t = batch.y, batch.mask, 1
+    if name == "zforcing":                             # its head runs time-major
+        y, mask, t = y.transpose(0, 1), mask.transpose(0, 1), 0
+    else:
+        with torch.no_grad():
+            assert torch.equal(feats, model.rnn(model.emb(batch.x))[0])
+    with torch.no_grad():
+        assert torch.equal(terms.log_px, (model.out.log_prob(feats, y) * mask).sum(t))
+
+
+def test_lrelu_head_in_samples_generation_and_reconstruction():
+    """k samples share the input embeddings; generate and reconstruct read the same head."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(CFG, lrelu_head=True))
+    with torch.no_grad():
+        two = model(_batch(), _noise(2))
+        one = model(_batch(), _noise(2)[:2])
+    assert torch.allclose(two.log_px[:2], one.log_px, atol=1e-6)
+    assert model.generate(2, 5).shape == (2, 5)
+    assert model.reconstruct(_batch(), generator=torch.Generator().manual_seed(0)).shape == (2, 7)
+    rnn = build_model(dataclasses.replace(CFG, name="rnn", lrelu_head=True))
+    assert rnn.generate(3, 4).shape == (3, 4)
+
+
+# ---------------------------------------------------------------- params
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    from pathlib import Path
+
+    import yaml
+    from dvc.utils.hydra import compose_and_dump
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("paper") / "params.yaml"
+    compose_and_dump(out, str(root / "conf"), None, "config", str(root), ["profile=paper"])
+    return yaml.safe_load(out.read_text())
+
+
+def _with(params, bench, section, **kw):
+    b = params["benchmarks"][bench]
+    return {**params, "benchmarks": {**params["benchmarks"],
+                                     bench: {**b, section: {**(b.get(section) or {}), **kw}}}}
+
+
+def test_paper_profile_turns_each_switch_on_for_its_table(paper):
+    mnist = {"kind": "binary", "x_dim": 1}
+    for row in ("lstm", "zforcing", "zforcing_aux"):
+        assert P.model_settings(paper, "mnist", get_row("mnist", row), mnist).lrelu_head
+        cfg, _ = P.train_settings(paper, "mnist", get_row("mnist", row), 0)
+        assert cfg.kl_anneal_all and (cfg.kl_start, cfg.kl_step, cfg.kl_cap) == (0.2, 5e-5, 1.0)
+        assert cfg.halve_against == "previous"      # lm_lstm_mnist.py: old_valid_err
+    imdb, _ = P.train_settings(paper, "imdb", get_row("imdb", "zforcing_aux"), 0)
+    assert imdb.halve_against == "best" and not imdb.kl_anneal_all
+    assert not P.model_settings(paper, "imdb", get_row("imdb", "zforcing"),
+                                {"kind": "tokens", "x_dim": 9}).lrelu_head
+
+
+def test_lrelu_head_is_refused_where_no_model_has_it(paper):
+    params = _with(paper, "imdb", "model", lrelu_head=True)
+    with pytest.raises(P.ParamError, match=r"^benchmarks\.imdb\.model\.lrelu_head: only the Z-Forcing"):
+        P.model_settings(params, "imdb", get_row("imdb", "zforcing"), {"kind": "tokens", "x_dim": 9})
+    with pytest.raises(P.ParamError, match="train.halve_against"):
+        P.checked("train.halve_against", "worst")
+    with pytest.raises(P.ParamError, match="train.kl_anneal_all"):
+        P.checked("train.kl_anneal_all", "yes")
+    with pytest.raises(ConfigError, match="halve_against"):
+        TrainConfig(halve_against="worst")
+
+
+# ---------------------------------------------------------------- 2: KL annealing on every row
+
+def test_kl_anneal_all_anneals_a_row_without_kla(paper):
+    row = get_row("mnist", "zforcing_aux")
+    assert not row.kla
+    good = torch.tensor(2000.0, dtype=torch.float64)
+    cfg, _ = P.train_settings(paper, "mnist", row, 0)
+    kl_w, _ = schedule_weights(good, cfg)
+    assert not cfg.kl_anneal and kl_w.item() == pytest.approx(0.2 + 5e-5 * 2000)   # 0.3
+    assert schedule_weights(torch.tensor(1e6, dtype=torch.float64), cfg)[0].item() == 1.0
+    off, _ = P.train_settings(_with(paper, "mnist", "train", kl_anneal_all=False), "mnist", row, 0)
+    assert schedule_weights(good, off)[0].item() == 1.0                              # today
+
+
+# ---------------------------------------------------------------- 3: the halving rule
+
+def _loader(n=8):
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(3, 9, (n, 3), generator=g)
+    x = torch.cat([torch.ones(n, 1, dtype=torch.long), words[:, :-1]], 1)
+    return ArrayLoader(x, words, batch_size=2, shuffle=False)
+
+
+@pytest.mark.parametrize("against, halved", [("previous", [False, True, False]),
+                                             ("best", [False, True, True])])
+def test_halving_against_the_best_or_the_previous_bound(monkeypatch, against, halved):
+    """Validation bounds -5, -7, -6: the third is better than the previous (-7) but worse
+    than the best (-5). Against the previous bound the rate halves once; against the best
+    (lm_lstm_imdb.py: best_valid_err < valid_err) it halves at the third too."""
+    bounds = iter([-5.0, -7.0, -6.0])
+
+    def fake_evaluate(model, loader, **kw):
+        b = next(bounds)
+        return {"elbo_per_seq": b, "elbo_per_step": b / 3, "kl_per_seq": 1.0}
+
+    monkeypatch.setattr(T, "evaluate", fake_evaluate)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="zforcing_lm", data="tokens", x_dim=9, rnn_dim=6,
+                                    emb_dim=4, mlp_dim=4, z_dim=2))
+    cfg = TrainConfig(lr=1e-3, batch_size=2, max_updates=6, eval_every=2, log_every=2,
+                      lr_schedule="halve", lr_floor=1e-5, halve_against=against, clip=1e9)
+    out = T.train(model, _loader(), cfg, valid_loader=_loader(4))
+    valid = [r for r in out["history"] if r["kind"] == "valid"][:3]
+    assert [r["lr_halved"] for r in valid] == halved
+    assert valid[-1]["lr"] == pytest.approx(1e-3 / 2 ** sum(halved))
+    assert out["position"]["best_valid"] == -5.0
