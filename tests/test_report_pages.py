@@ -196,9 +196,11 @@ def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
     assert "1,000,000" not in text and "(seed 5)" not in text  # cells params.yaml did not ask for
     assert "padded mean (quirk)" in text and "415.80 [405.90 – 425.70]" in text
     assert "published, not trained here" in text
-    # training runs: a missing time is a dash, never None
-    assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1,000</td>\s*<td>40</td>"
-                     r"\s*<td>0</td>\s*<td>—</td>", text)
+    # training runs: the train seed without a thousands separator; no time column (models/
+    # records none); a missing value is a dash, never None
+    assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1000</td>\s*<td>40</td>"
+                     r"\s*<td>0</td>\s*<td>—</td>\s*</tr>", text)
+    assert ">seconds</th>" not in text
     assert not re.search(r"\bNone\b|\bnan\b", text)
     assert "<details><summary>Provenance" in text and "abababababababab" in text
     # one real clip and one generated clip per row, as Ogg; spectrograms, curves, latents
