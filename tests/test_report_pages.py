@@ -201,6 +201,8 @@ def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
     assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1000</td>\s*<td>40</td>"
                      r"\s*<td>0</td>\s*<td>—</td>\s*</tr>", text)
     assert ">seconds</th>" not in text
+    # rendered outside the repository, with no conf/ to compose the profile from
+    assert "profile <b>test</b> (overrides unknown: conf/ could not be composed to compare)" in text
     assert not re.search(r"\bNone\b|\bnan\b", text)
     assert "<details><summary>Provenance" in text and "abababababababab" in text
     # one real clip and one generated clip per row, as Ogg; spectrograms, curves, latents
