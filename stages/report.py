@@ -13,7 +13,8 @@ pages), benchmarks.<bench>.source (the index says when the evaluated data no lon
 it), and the report: section (stages/params.py):
     audio_examples    real clips, and generated clips per row (2)
     audio_seconds     each clip cut to at most this long (3.0)
-    dpi               PNG resolution (80)
+    dpi               PNG resolution (80); figures are drawn at no less than 80, where their
+                      8-pt text is 9 px high (pipeline/report/figures.py)
     n_mels            mel bands of the spectrograms (64)
     active_threshold  nats / seq: the line on the latent-usage charts (0.01)
 and all of params.yaml for the page headers' overrides: the keys whose values differ from
@@ -98,8 +99,7 @@ def main(argv=None) -> int:
         jobs.append(("index.html", "index.ipynb", {
             "eval_dir": args.eval_dir, "pages": [[b, f"{b}.html"] for b in benches],
             "profile": p["profile"], "overrides": p["overrides"], "seeds": p["seeds"],
-            "sources": p["sources"],
-            "rows": p["rows"], "provenance": args.provenance}))
+            "sources": p["sources"], "rows": p["rows"], "provenance": args.provenance}))
         def render(job):
             name, notebook, params = job
             t0 = time.perf_counter()
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
                   flush=True)
             if size > MAX_PAGE_BYTES:
                 raise UserError(f"{name} would be {size / 1e6:.1f} MB (limit 2 MB): lower "
-                                f"report.audio_examples, report.audio_seconds or report.dpi")
+                                "report.audio_examples, report.audio_seconds or report.dpi "
+                                "(down to 80)")
 
         # two kernels at a time: a page spends most of its time starting one and importing
         with ThreadPoolExecutor(2) as pool:
