@@ -128,6 +128,31 @@ def bytes_promised(rev: str) -> bool:
         and s["train"].get("compile", "off") == s["eval"].get("compile", "off") == "off" for s in cells)
 
 
+def flat(tree, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a parsed YAML tree (lists are leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()} \
+        if tree else {prefix: tree}
+
+
+def params_hint(rev: str) -> str:
+    """A line naming the params.yaml keys that differ from `rev`'s (an experiment's `-S`),
+    or "" when they match or either file is missing or unreadable."""
+    committed = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
+    path = Path("params.yaml")
+    if committed.returncode or not path.exists():
+        return ""
+    try:
+        a, b = flat(yaml.safe_load(committed.stdout) or {}), flat(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError:
+        return ""
+    missing = object()
+    keys = sorted(k.rstrip(".") for k in set(a) | set(b) if a.get(k, missing) != b.get(k, missing))
+    return (f"params.yaml differs from {rev} in: {', '.join(keys)}; an experiment's numbers are "
+            "expected to move") if keys else ""
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the committed run to compare with (git revision)")
@@ -193,6 +218,9 @@ def verify(rev: str) -> int:
     bad = table[~table["ok"]]
     print(f"not byte for byte: {len(moved)} of {len(table)} metrics differ from {rev}, "
           f"{len(bad)} beyond tolerance")
+    hint = params_hint(rev)
+    if hint:
+        print(hint)
     if len(moved):
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(moved.to_string(index=False, float_format=lambda v: f"{v:.6g}"))

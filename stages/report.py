@@ -13,13 +13,17 @@ pages), benchmarks.<bench>.source (the index says when the evaluated data no lon
 it), and the report: section (stages/params.py):
     audio_examples    real clips, and generated clips per row (2)
     audio_seconds     each clip cut to at most this long (3.0)
-    dpi               PNG resolution (80)
+    dpi               PNG resolution (80); figures are drawn at no less than 80, where their
+                      8-pt text is 9 px high (pipeline/report/figures.py)
     n_mels            mel bands of the spectrograms (64)
     active_threshold  nats / seq: the line on the latent-usage charts (0.01)
+and all of params.yaml for the page headers' overrides: the keys whose values differ from
+conf/ (--conf) composed with profile=<profile_name>, i.e. a run's `-S` settings.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -34,11 +38,32 @@ from stages.common import run
 MAX_PAGE_BYTES = 2_000_000
 
 
-def read_params(path: str) -> dict:
+def overrides(params: dict, conf: str) -> list | None:
+    """["key=value", ...] for every setting of params whose value differs from conf/
+    composed with profile=<profile_name> (what `dvc exp run -S` changed, or a hand edit);
+    None when conf/ cannot be composed (missing, or no such profile)."""
+    conf = os.path.abspath(conf)
+    if not os.path.isfile(os.path.join(conf, "config.yaml")):
+        return None
+    from dvc.utils.hydra import compose_and_dump
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "params.yaml")
+        try:
+            compose_and_dump(out, conf, None, "config", os.path.dirname(conf),
+                             [f"profile={params['profile_name']}"])
+            base = dict(P.leaves(P.read(out)))
+        except Exception:  # noqa: BLE001  hydra's and P's errors alike: the page says "unknown"
+            return None
+    now, missing = dict(P.leaves(params)), object()
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in now.items()
+            if base.get(k, missing) != v] + [f"~{k}" for k in base if k not in now]
+
+
+def read_params(path: str, conf: str = "conf") -> dict:
     params = P.read(path)
     r = asdict(P.report_settings(params))
     benches = params.get("benchmarks") or {}
-    return {"report": r, "profile": str(params["profile_name"]),
+    return {"report": r, "profile": str(params["profile_name"]), "overrides": overrides(params, conf),
             "seeds": P.seeds(params), "rows": {b: list(P.table_rows(params, b)) for b in benches},
             "sources": {b: v.get("source") for b, v in (params["benchmarks"] or {}).items()
                         if isinstance(v, dict)}}
@@ -50,13 +75,15 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", default="eval", dest="eval_dir", help="evaluated cells (%(default)s)")
     ap.add_argument("--models", default="models", help="trained cells (%(default)s)")
     ap.add_argument("--data", default="data", help="prepared data, for audio clips (%(default)s)")
+    ap.add_argument("--conf", default="conf", help="the folder params.yaml is composed from, "
+                    "for the overrides on each page (%(default)s)")
     ap.add_argument("--out", default="reports", help="pages, replaced whole (%(default)s)")
     ap.add_argument("--provenance", default="", help="a line on every page saying what produced "
                     "it, for pages rendered outside DVC (scripts/findings.sh: commit and command)")
     args = ap.parse_args(argv)
     from pipeline.report import html, tables  # after argument parsing: slow imports
 
-    p = read_params(args.params)
+    p = read_params(args.params, args.conf)
     benches = tables.benches(tables.load_cells(args.eval_dir, p["rows"], p["seeds"]))
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -65,13 +92,14 @@ def main(argv=None) -> int:
         jobs = [(f"{b}.html", "bench.ipynb", {"bench": b, "eval_dir": args.eval_dir,
                                                "models_dir": args.models, "data_dir": args.data,
                                                "report": p["report"], "profile": p["profile"],
+                                               "overrides": p["overrides"],
                                                "seeds": p["seeds"], "rows": p["rows"][b],
                                                "provenance": args.provenance})
                 for b in benches]
         jobs.append(("index.html", "index.ipynb", {
             "eval_dir": args.eval_dir, "pages": [[b, f"{b}.html"] for b in benches],
-            "profile": p["profile"], "seeds": p["seeds"], "sources": p["sources"],
-            "rows": p["rows"], "provenance": args.provenance}))
+            "profile": p["profile"], "overrides": p["overrides"], "seeds": p["seeds"],
+            "sources": p["sources"], "rows": p["rows"], "provenance": args.provenance}))
         def render(job):
             name, notebook, params = job
             t0 = time.perf_counter()
@@ -81,7 +109,8 @@ def main(argv=None) -> int:
                   flush=True)
             if size > MAX_PAGE_BYTES:
                 raise UserError(f"{name} would be {size / 1e6:.1f} MB (limit 2 MB): lower "
-                                f"report.audio_examples, report.audio_seconds or report.dpi")
+                                "report.audio_examples, report.audio_seconds or report.dpi "
+                                "(down to 80)")
 
         # two kernels at a time: a page spends most of its time starting one and importing
         with ThreadPoolExecutor(2) as pool:

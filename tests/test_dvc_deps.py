@@ -50,3 +50,41 @@ def test_closure_sees_lazy_and_relative_imports(tmp_path):
     (tmp_path / "pkg" / "c.py").write_text("")
     assert import_closure(tmp_path, "pkg.a") == {"pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py"}
     assert not covered("pkg/c.py", ["pkg/a.py", "pkgx"]) and covered("pkg/c.py", ["pkg"])
+
+
+def resolved_stages() -> dict:
+    """DVC's own resolution of dvc.yaml: addressing -> cmd, deps in order, params, outs."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {s.addressing: {"cmd": s.cmd, "deps": [d.def_path for d in s.deps if not d.def_path.endswith(".yaml")],
+                               "params": sorted(p for d in s.deps if d.def_path.endswith(".yaml") for p in d.params),
+                               "outs": [(o.def_path, o.use_cache, o.metric) for o in s.outs]}
+                for s in repo.index.stages}
+
+
+def test_each_tables_merged_groups_resolve_like_timits_with_its_name():
+    """dvc.yaml writes TIMIT's train/evaluate groups out and merges them into the other
+    tables' (YAML anchors, a stage-level `vars: bench`): each merged group, as DVC resolves
+    it, is TIMIT's with the table's name swapped in (IMDB writes text.json, not samples), and
+    names no other table."""
+    stages = resolved_stages()
+    templates, seen = {}, set()
+    for name, s in stages.items():
+        group, _, cell = name.partition("@")
+        if not group.startswith(("train_", "evaluate_")):
+            continue
+        kind, bench, *suffix = group.split("_")
+        row, seed = cell.rsplit("-", 1)
+        text = json.dumps(s).replace(f"/{row}/s{seed}", "/<cell>").replace(f" {row} {seed} ", " <cell> ")
+        others = {"timit", "blizzard", "mnist", "imdb"} - {bench}
+        assert not any(f"/{o}/" in text or f".{o}." in text for o in others), (name, text)
+        text = text.replace(bench, "<b>").replace("text.json", "samples.npz")
+        if kind == "train" and suffix == ["beta"]:   # the beta rows read their betas
+            assert '"benchmarks.<b>.betas"' in text
+            text = text.replace(', "benchmarks.<b>.betas"', "").replace('"benchmarks.<b>.betas", ', "")
+        key = (kind, suffix == ["aux"])
+        templates.setdefault(key, text)
+        assert text == templates[key], (name, text, templates[key])
+        seen.add(group)
+    assert len(seen) == 18 and len(stages) == 70

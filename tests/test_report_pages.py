@@ -206,9 +206,13 @@ def test_speech_page_spread_seeds_and_no_difference_on_a_stand_in(project):
     assert "1,000,000" not in text and "(seed 5)" not in text  # cells params.yaml did not ask for
     assert "padded mean (quirk)" in text and "toward zero by 1.0 % here" in text
     assert "0.9 %" not in text
-    # training runs: a missing time is a dash, never None
-    assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1,000</td>\s*<td>40</td>"
-                     r"\s*<td>0</td>\s*<td>—</td>", text)
+    # training runs: the train seed without a thousands separator; no time column (models/
+    # records none); a missing value is a dash, never None
+    assert re.search(r"<td>rnn_ar</td>\s*<td>0</td>\s*<td>1000</td>\s*<td>40</td>"
+                     r"\s*<td>0</td>\s*<td>—</td>\s*</tr>", text)
+    assert ">seconds</th>" not in text
+    # rendered outside the repository, with no conf/ to compose the profile from
+    assert "profile <b>test</b> (overrides unknown: conf/ could not be composed to compare)" in text
     assert not re.search(r"\bNone\b|\bnan\b", text)
     assert "<details><summary>Provenance" in text and "abababababababab" in text
     # one real clip and one generated clip per row, as Ogg; spectrograms, curves, latents

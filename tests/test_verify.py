@@ -114,3 +114,21 @@ def test_findings_rerun_is_checked_within_tolerance(tmp_path, monkeypatch, capsy
     assert "s0/metrics.json" in capsys.readouterr().out
     path.write_text("{not json")
     assert verify.main(["--findings"]) == 2
+
+
+def test_a_rerun_with_other_params_names_the_keys_that_differ(run_repo, capsys):
+    """An experiment (`dvc exp run -S ...`) moves numbers on purpose: verify says which
+    params.yaml keys differ from the commit, on one line."""
+    (run_repo / "params.yaml").write_text(yaml.safe_dump({"seeds": [0], "train": {"lr": 0.001, "beta1": 0.9}}))
+    git(run_repo, "add", "params.yaml")
+    git(run_repo, "commit", "-qm", "params")
+    f = run_repo / "eval/timit/zforcing/s0/metrics.json"
+    f.write_text(f.read_text().replace("-1001.0", "-900.0"))
+    assert verify.main([]) == 1
+    assert "params.yaml differs" not in capsys.readouterr().out  # same params: no hint
+    (run_repo / "params.yaml").write_text(yaml.safe_dump({"seeds": [0], "train": {"lr": 0.002, "beta1": 0.9},
+                                                          "aux_weight": 0.5}))
+    assert verify.main([]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == ("params.yaml differs from HEAD in: aux_weight, train.lr; an experiment's numbers "
+                      "are expected to move")

@@ -28,12 +28,23 @@ def note(text: str) -> str:
     return f"<p><em>{esc(text)}</em></p>"
 
 
-def data_line(sub: pd.DataFrame, profile: str, seeds: list) -> str:
-    """What data produced the numbers, and the budget: profile, updates, seeds."""
+def overrides_html(overrides) -> str:
+    """The settings that differ from the profile (`-S` overrides): a list, or None when the
+    report stage could not compose conf/ to compare."""
+    if overrides is None:
+        return " (overrides unknown: conf/ could not be composed to compare)"
+    if not overrides:
+        return " (no overrides)"
+    return " with overrides " + ", ".join(f"<code>{esc(o)}</code>" for o in overrides)
+
+
+def data_line(sub: pd.DataFrame, profile: str, seeds: list, overrides=None) -> str:
+    """What data produced the numbers, and the budget: profile and its overrides, updates, seeds."""
     notes = "; ".join(dict.fromkeys(i["data"].get("title_note", "") for i in sub["info"]))
     u = sorted({(i.get("train") or {}).get("updates") for i in sub["info"]} - {None}) or [None]
     n = sub.groupby("row").size()
-    return (f"<p>Data: {esc(notes)}. Budget: profile <b>{esc(profile)}</b>; updates per run "
+    return (f"<p>Data: {esc(notes)}. Budget: profile <b>{esc(profile)}</b>"
+            f"{overrides_html(overrides)}; updates per run "
             f"<b>{tables.num(u[0])}</b>" + (f"–<b>{tables.num(u[-1])}</b>" if len(u) > 1 else "")
             + f"; seeds per row <b>{n.min()}</b>" + (f"–<b>{n.max()}</b>" if n.max() > n.min() else "")
             + f" (params.yaml seeds: {esc(seeds)}); {len(sub)} runs.</p>")
@@ -135,11 +146,11 @@ def published_html(s: dict, published: pd.DataFrame) -> str:
 
 class Bench:
     def __init__(self, bench: str, eval_dir: str, models_dir: str, data_dir: str, report: dict,
-                 profile: str, seeds: list, rows: list, provenance: str = ""):
+                 profile: str, seeds: list, rows: list, provenance: str = "", overrides=None):
         self.bench, self.models_dir, self.cfg = bench, models_dir, report
         self.provenance = provenance
         self.prepared = os.path.join(data_dir, bench, "prepared")
-        self.profile, self.seeds = profile, seeds
+        self.profile, self.seeds, self.overrides = profile, seeds, overrides
         self.paper = tables.load_paper()
         self.s = tables.spec(self.paper, bench)
         self.cells = tables.bench_cells(tables.load_cells(eval_dir, {bench: rows}, seeds), bench, self.s)
@@ -158,7 +169,7 @@ class Bench:
         return (f"<h1>{esc(self.s['title'])}: {esc(notes)}</h1><p>{esc(self.paper['source'])}. "
                 f"Table: {esc(metric)} ({esc(self.s['units'])}; {better} is better). "
                 '<a href="index.html">All tables</a>.</p>' + provenance_html(self.provenance)
-                + data_line(self.cells, self.profile, self.seeds) + guarantee_line(self.cells) + "<p>"
+                + data_line(self.cells, self.profile, self.seeds, self.overrides) + guarantee_line(self.cells) + "<p>"
                 + ("This is the paper's own corpus and protocol: our numbers are comparable with "
                    "the paper's, and the difference is shown." if same else
                    ("This data is <b>not</b> the paper's benchmark" if why == "data" else
@@ -273,6 +284,7 @@ class Bench:
         out = figures.img(grid, f"{row} samples")
         if "recon" in z and len(z["recon"]):
             out += figures.img(digits.recon_png(z["originals"], z["recon"], side), f"{row} recon")
+            out += figures.grey_reconstructions(z["originals"], z["recon"])
         return f"<h4>{esc(row)} (seed {seed})</h4>" + out
 
     def text(self, row, seed, t: dict) -> str:
@@ -324,7 +336,7 @@ def interpolation_html(row, seed, t: dict) -> str:
 
 
 def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: dict,
-               rows: dict, dpi: int = 80, provenance: str = "") -> str:
+               rows: dict, dpi: int = 80, provenance: str = "", overrides=None) -> str:
     """Every table at a glance: data and budget, a verdict line per claim, our rows' means
     and seed ranges in the paper's order, a link to the table's page."""
     paper, cells = tables.load_paper(), tables.load_cells(eval_dir, rows, seeds)
@@ -343,7 +355,7 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
         stale = sources.get(bench) and used != {sources[bench]}
         ours, same = tables.values(sub, s["quantity"]), tables.comparable(sub, s)
         out.append(f'<h2><a href="{esc(filename)}">{esc(s["title"])}</a></h2>'
-                   + data_line(sub, profile, seeds)
+                   + data_line(sub, profile, seeds, overrides)
                    + (note(f"params.yaml now asks for source {sources[bench]}: rerun the pipeline.")
                       if stale else "") + summary_html(claims)
                    + figures.row_ranges({r: list(v.values()) for r, v in ours.items() if v},

@@ -339,11 +339,12 @@ def _needed(r, k: int) -> str:
 
 
 def runs_table(sub: pd.DataFrame) -> pd.DataFrame:
+    """One line per run. No time column: models/ keeps no timing (history.json drops it so
+    that the outputs stay byte-stable); a seed is an identifier, printed without separators."""
     return pd.DataFrame.from_records([
-        {"row": r, "seed": s, "train seed": num(i.get("train_seed")),
+        {"row": r, "seed": s, "train seed": str(i.get("train_seed", "—")),
          **{k: num((i.get("train") or {}).get(key)) for k, key in (
-             ("updates", "updates"), ("skipped", "skipped"), ("seconds", "seconds"),
-             ("best valid bound", "best_valid"))}}
+             ("updates", "updates"), ("skipped", "skipped"), ("best valid bound", "best_valid"))}}
         for r, s, i in zip(sub["row"], sub["seed"], sub["info"])]).astype(str)
 
 
