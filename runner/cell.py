@@ -64,7 +64,10 @@ def kill_leftover(pidfile: Path) -> None:
 
 
 def _attempt(cell: Cell, log) -> int:
-    cmd = ["dvc", "repro", "-s", *(["-f"] if cell.force else []), cell.stage]
+    # --wait-for-lock: a worker meeting the other's repository lock (held while DVC checks
+    # and records a stage, not while its command runs) waits for it in the same process,
+    # instead of failing after 3 s and paying DVC's start-up again after a back-off
+    cmd = ["dvc", "--wait-for-lock", "repro", "-s", *(["-f"] if cell.force else []), cell.stage]
     log.write(f"== {' '.join(cmd)}  (host {socket.gethostname()}, worker pid {os.getpid()}, "
               f"{time.strftime('%H:%M:%S')})\n")
     log.flush()

@@ -224,7 +224,7 @@ def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueu
     assert proc.returncode == 0, out
     assert "1 stage(s) ran" in out, out  # the evaluation found the same model: up to date
     log = (repo / f".dvc/tmp/runner/logs/{AUX}.log").read_text()
-    assert log.count("== dvc repro") == 2, log
+    assert log.count("== dvc --wait-for-lock repro") == 2, log
     assert marker.exists(), "the retried cell started over instead of resuming"
     assert outputs(repo) == built[1]
     assert "up to date" in sh(f"dvc status {TARGETS}", repo).stdout

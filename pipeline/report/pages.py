@@ -76,15 +76,14 @@ def provenance_html(provenance: str) -> str:
 
 
 def findings_html(claims: list) -> str:
-    """Where orderings get resolved, when some claim here is short of seeds. The link is
-    relative to reports/; whether a findings run is committed is read at render time."""
+    """Where orderings get resolved, when some claim here is short of seeds: the committed
+    findings run's pages (scripts/findings.sh), linked relative to reports/."""
     if not any(r.n < V.MIN_SEEDS for c in claims for r in c.results):
         return ""
-    there = os.path.isfile(os.path.join(FINDINGS, "index.html"))
-    return (f"<p>A verdict needs at least {V.MIN_SEEDS} seeds per row. Runs with several seeds "
-            f"put their pages in <code>{FINDINGS}/</code>: <a href=\"../{FINDINGS}/index.html\">"
-            f"{FINDINGS}/index.html</a>" + ("." if there else
-                                            " (<b>no findings run is committed yet</b>).") + "</p>")
+    return (f"<p>A verdict needs at least {V.MIN_SEEDS} seeds per row. The findings run (5 seeds "
+            f"per row, <code>bash scripts/findings.sh</code>) puts its pages in "
+            f"<code>{FINDINGS}/</code>: <a href=\"../{FINDINGS}/index.html\">{FINDINGS}/index.html"
+            "</a>.</p>")
 
 
 def claim_line(c: tables.Claim) -> str:
