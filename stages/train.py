@@ -108,7 +108,8 @@ def main():
     def on_eval(rec):
         bar.write(f"[{cell}] update {rec['update']}: valid ELBO {rec['valid_elbo_per_seq']:.2f} "
                   f"nats/seq, lr {rec['lr']:.2e}")
-        if live:
+        if live:  # at the update validated (on_log's next_step has moved past it)
+            live.step = rec["update"]
             live.log_metric("valid/elbo_per_seq", rec["valid_elbo_per_seq"])
 
     t0 = time.perf_counter()

@@ -318,3 +318,51 @@ def test_output_folder_swap_killed_anywhere_leaves_the_old_or_the_new(tmp_path, 
             (Path(tmp) / "version").write_text("next")
         assert os.listdir(out.parent) == ["prepared"] and (out / "version").read_text() == "next"
     assert killed == (2 if can_exchange else 5)  # every step was hit, then the run finished
+
+
+LIVE_STEPS = """
+import sys
+import pipeline.train
+from stages import train as stage
+
+class Stop(Exception):
+    pass
+
+def fake_train(*args, on_log, on_eval, **kw):
+    rec = {"update": 4, "epoch": 0, "kind": "train", "loss": 1.0, "kl_per_seq": 0.5,
+           "skipped_updates": 0}
+    on_log(rec)
+    on_eval({"update": 4, "valid_elbo_per_seq": -3.0, "lr": 1e-3})
+    raise Stop
+
+pipeline.train.train = fake_train
+data = sys.argv[1]
+sys.argv = ["train", "mnist", "zforcing", "0", "--data", data, "--out", data + "-model",
+            "--live", data + "-live", "--ckpt-root", data + "-ckpt"]
+try:
+    stage.main()
+except Stop:
+    pass
+"""
+
+
+def test_validation_points_land_on_the_update_validated(tmp_path):
+    """dvclive's validation curve: the point of update 4 is at step 4 (the train record's
+    next_step had moved the step past it)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pipeline.datasets.mnist import _write
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "d", "embedded", {s: rng.integers(0, 2, (40, 16), dtype=np.uint8)
+                                        for s in ("train", "valid", "test")}, {})
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", LIVE_STEPS, str(tmp_path / "d")], cwd=root,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    valid = (tmp_path / "d-live/plots/metrics/valid/elbo_per_seq.tsv").read_text().split()
+    train = (tmp_path / "d-live/plots/metrics/train/loss.tsv").read_text().split()
+    assert valid[:4] == ["step", "elbo_per_seq", "4", "-3.0"], valid
+    assert train[:4] == ["step", "loss", "4", "1.0"], train
