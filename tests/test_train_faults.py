@@ -215,7 +215,9 @@ def test_resume_key_follows_the_data_bytes_not_the_manifest(tmp_path):
     assert checkpoint.resume_key(settings, copy) != key
 
 
-STAGE_KEYS = """
+# The train stage up to pipeline.train.train, which each script replaces (FAKE_TRAIN),
+# once per prepared folder given on the command line.
+STAGE_RUN = """
 import sys
 import pipeline.train
 from stages import train as stage
@@ -223,10 +225,7 @@ from stages import train as stage
 class Stop(Exception):
     pass
 
-def fake_train(*args, ckpt_path, **kw):
-    print("ckpt", ckpt_path)
-    raise Stop
-
+{fake_train}
 pipeline.train.train = fake_train
 for data in sys.argv[1:]:
     sys.argv = ["train", "mnist", "zforcing", "0", "--data", data, "--out", data + "-model",
@@ -236,6 +235,12 @@ for data in sys.argv[1:]:
     except Stop:
         pass
 """
+
+STAGE_KEYS = STAGE_RUN.format(fake_train="""
+def fake_train(*args, ckpt_path, **kw):
+    print("ckpt", ckpt_path)
+    raise Stop
+""")
 
 
 def test_train_stage_keys_its_checkpoint_on_the_prepared_arrays(tmp_path):
@@ -320,30 +325,13 @@ def test_output_folder_swap_killed_anywhere_leaves_the_old_or_the_new(tmp_path, 
     assert killed == (2 if can_exchange else 5)  # every step was hit, then the run finished
 
 
-LIVE_STEPS = """
-import sys
-import pipeline.train
-from stages import train as stage
-
-class Stop(Exception):
-    pass
-
+LIVE_STEPS = STAGE_RUN.format(fake_train="""
 def fake_train(*args, on_log, on_eval, **kw):
-    rec = {"update": 4, "epoch": 0, "kind": "train", "loss": 1.0, "kl_per_seq": 0.5,
-           "skipped_updates": 0}
-    on_log(rec)
+    on_log({"update": 4, "epoch": 0, "kind": "train", "loss": 1.0, "kl_per_seq": 0.5,
+            "skipped_updates": 0})
     on_eval({"update": 4, "valid_elbo_per_seq": -3.0, "lr": 1e-3})
     raise Stop
-
-pipeline.train.train = fake_train
-data = sys.argv[1]
-sys.argv = ["train", "mnist", "zforcing", "0", "--data", data, "--out", data + "-model",
-            "--live", data + "-live", "--ckpt-root", data + "-ckpt"]
-try:
-    stage.main()
-except Stop:
-    pass
-"""
+""")
 
 
 def test_validation_points_land_on_the_update_validated(tmp_path):
