@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from runner import cluster, dag, lockfile
-from runner.cell import Cell, CellFailed, log_path, run_cell, state_dir
+from runner.cell import Cell, CellFailed, Prefork, log_path, run_cell, state_dir
 from runner.progress import Progress
 
 TICK = 30.0  # seconds between progress lines while nothing finishes
@@ -29,6 +29,8 @@ def parse(argv):
     p.add_argument("-f", "--force", action="store_true", help="rerun every stage, as dvc repro -f")
     p.add_argument("--retries", type=int, default=1,
                    help="tries again a stage that failed (a worker that died does not count)")
+    p.add_argument("--no-prefork", action="store_true",
+                   help="start every stage as a new process, without the workers' fork servers")
     p.add_argument("--scheduler", help="address of a running Dask scheduler to use instead")
     p.add_argument("--slurm", type=int, default=0, metavar="JOBS",
                    help="start JOBS Slurm jobs (dask-jobqueue), one worker each")
@@ -182,6 +184,8 @@ def main(argv=None) -> int:
     from distributed import Client
     client = Client(address or c)
     try:
+        if not args.no_prefork:
+            client.register_plugin(Prefork(str(root)))
         code = drive(client, root, plan, params, args.force, args.retries, workers)
     finally:
         client.close()

@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from distributed import WorkerPlugin, get_worker
 
 # DVC's repository lock and stage rwlock are held for moments; meeting one is not a failure
 BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")
@@ -63,6 +65,39 @@ def kill_leftover(pidfile: Path) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+class Prefork(WorkerPlugin):
+    """Each worker's fork server (stages/prefork.py): a cell's training or evaluation runs
+    in a child of it, so torch and the rest are imported once a worker, not once a stage."""
+    name = "prefork"
+
+    def __init__(self, root: str):
+        self.root, self.proc, self.path = root, None, None
+
+    def setup(self, worker):
+        self.path = os.path.join(tempfile.gettempdir(), f"zf-prefork-{os.getpid()}.sock")
+        log = state_dir(self.root) / f"prefork-{socket.gethostname()}-{os.getpid()}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "stages.prefork", self.path,
+                                          str(os.getpid())],
+                                         cwd=self.root, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def teardown(self, worker):
+        self.proc.kill()
+        self.proc.wait()
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _prefork_env() -> dict:
+    """The environment of a cell's dvc: its stage hands itself to the worker's fork server."""
+    try:
+        plugin = get_worker().plugins.get(Prefork.name)
+    except ValueError:  # not in a worker (a test calls run_cell directly)
+        plugin = None
+    return {**os.environ, "ZF_PREFORK": plugin.path} if plugin and plugin.path else None
+
+
 def _attempt(cell: Cell, log) -> int:
     # --wait-for-lock: a worker meeting the other's repository lock (held while DVC checks
     # and records a stage, not while its command runs) waits for it in the same process,
@@ -73,7 +108,7 @@ def _attempt(cell: Cell, log) -> int:
     log.flush()
     proc = subprocess.Popen([sys.executable, "-m", "runner.guard", *cmd], cwd=cell.root,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=_prefork_env())
     pidfile = pid_path(cell.root, cell.stage)
     pidfile.write_text(json.dumps({"pgid": proc.pid, "host": socket.gethostname(),
                                    "worker": os.getpid(),

@@ -26,7 +26,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from stages import KERNELS
+from stages import KERNELS, prefork
 from stages import params as P
 from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
 from stages.kernels import set_numerics
@@ -63,6 +63,7 @@ def main():
 
     params = P.read(args.params)
     numerics = set_numerics(params["numerics"], KERNELS)  # before torch: `fast` unpins the kernels
+    prefork.handoff("stages.evaluate", KERNELS)  # the runner's preloaded process, if it has one
     opts = P.eval_settings(params, args.bench)
     row = P.table_rows(params, args.bench).get(args.row)
     if row is None:

@@ -78,7 +78,7 @@ def pin_cpu_kernels(environ=os.environ) -> dict:
     for k, outer in sorted(replaced.items()):
         log.warning("kernel pinning: %s=%s replaces %r from the environment", k, pins[k], outer)
     early = sorted(m for m in ("torch", "numpy") if m in sys.modules)
-    if early:
+    if early and not environ.get("ZF_PREFORKED"):  # a fork server's child: loaded under these pins
         log.warning("kernel pinning: %s already imported; its kernels may be chosen already",
                     ", ".join(early))
     return {"env": pins, "replaced": replaced, "outer": before, "imported_before": early}
@@ -99,7 +99,7 @@ def set_numerics(mode, pinned: dict, environ=os.environ) -> str:
                 environ.pop(k, None)
             else:
                 environ[k] = value
-        if "torch" in sys.modules:
+        if "torch" in sys.modules and not environ.get("ZF_PREFORKED"):
             log.warning("numerics=fast: torch already imported; its kernels may stay pinned")
     return mode
 

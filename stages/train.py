@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from stages import KERNELS
+from stages import KERNELS, prefork
 from stages import params as P
 from stages.common import StageError, code_hash, output_dir, run, setup_torch, write_json
 from stages.kernels import set_numerics
@@ -52,6 +52,7 @@ def main():
 
     params = P.read(args.params)
     numerics = set_numerics(params["numerics"], KERNELS)  # before torch: `fast` unpins the kernels
+    prefork.handoff("stages.train", KERNELS)  # the runner's preloaded process, if it has one
     rows = P.table_rows(params, args.bench)
     if args.row not in rows:
         raise StageError(f"{args.bench} trains no row {args.row!r}; its rows: {', '.join(rows)} "

@@ -88,6 +88,10 @@ def test_parallel_run_is_byte_identical_to_sequential_repro(built):
     logs = sorted(p.name for p in (repo / ".dvc/tmp/runner/logs").glob("*.log"))
     assert f"{AUX}.log" in logs and len(logs) == 7, logs
     assert "Running stage" not in out
+    # the training and evaluation stages ran in the workers' fork servers (stages/prefork.py)
+    preloaded = [p.stem for p in (repo / ".dvc/tmp/runner/logs").glob("*.log")
+                 if "runs in the worker's preloaded process" in p.read_text()]
+    assert preloaded and all(s.startswith(("train_", "evaluate_")) for s in preloaded), preloaded
 
 
 def test_new_entries_land_in_dvc_yaml_order_whatever_order_they_finished(built, tmp_path, monkeypatch):
@@ -197,28 +201,36 @@ def test_worker_killed_mid_cell_resumes_from_its_checkpoint(repo, built, jobqueu
     import psutil
 
     def training():
-        # "stages.train" as an argument of its own: the python process, not a shell whose
-        # `-c` string names it (some /bin/sh fork before they exec, some don't)
+        # the process that trains: the stage's own python (an argument "stages.train", not
+        # a shell whose `-c` string names it) until it hands over to the worker's fork
+        # server, then the server's child, which takes the stage's name
         try:
-            return [p for p in psutil.Process(held["pgid"]).children(recursive=True)
-                    if "stages.train" in p.cmdline()]
+            own = [p for p in psutil.Process(held["pgid"]).children(recursive=True)
+                   if "stages.train" in p.cmdline()]
         except psutil.NoSuchProcess:
-            return []
-    _wait_for("a training process", training, proc)
-    stages = training()
-    for stage in stages:
-        stage.suspend()
+            own = []
+        return own + [p for p in psutil.process_iter(["name"])
+                      if p.info["name"] == "stages.train" and _in(p, repo)]
+
+    def each(action):
+        for stage in training():
+            try:
+                getattr(stage, action)()
+            except psutil.NoSuchProcess:
+                pass
+        return True
+    _wait_for("a training process", lambda: training() and each("suspend"), proc)
     deadline = time.monotonic() + 300
     while not any(repo.glob(".ckpt/*/train.pt")):
         assert time.monotonic() < deadline, "no checkpoint in 300 s"
-        for stage in stages:
-            stage.resume()
+        each("resume")
         time.sleep(0.05)
-        for stage in stages:
-            stage.suspend()
+        each("suspend")
     marker = repo / "live/mnist/zforcing_aux/s0/plots/metrics/first-attempt"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("a fresh start (no resume) would delete this folder")
+    # running again, so that a process that watches for its parent's death can see it
+    each("resume")
     os.kill(held["worker"], signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
