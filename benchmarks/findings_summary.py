@@ -16,7 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stages.report import read_params  # noqa: E402  (first: stages pins kernels before numpy loads)
 from pipeline.report import tables  # noqa: E402
-from pipeline.report.verdict import MIN_SEEDS  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,9 +30,8 @@ def main(argv=None) -> int:
     for bench in tables.benches(cells):
         s = tables.spec(paper, bench)
         for c in tables.claims(tables.bench_cells(cells, bench, s), s):
-            k = max(1, sum(r.n >= MIN_SEEDS for r in c.results))
             shown = [r for r in c.results if r.pair.required or r.outcome == "reversed"]
-            t = tables.pairs_table(shown, k) if shown else None
+            t = tables.pairs_table(shown) if shown else None
             if t is None or t.empty:
                 print(f"| {bench} | {c.short} | {c.verdict} | | | | | |")
                 continue

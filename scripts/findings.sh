@@ -49,5 +49,5 @@ for the cells that call trained); pages rendered at commit $pages$([ -n "$(git s
 --untracked-files=no -- . ':!findings')" ] && echo ' with uncommitted changes'); $(date -u +%F)"
 cp "$w/params.yaml" "$w/dvc.lock" findings/
 # every cell's metrics in one file: what `verify.py --findings` compares a rerun with
-python -c 'import json, pathlib, sys; json.dump({p.relative_to(sys.argv[1]).as_posix(): json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1], "eval").glob("**/metrics.json"))}, open("findings/metrics.json", "w"), indent=1, sort_keys=True)' "$w"
+python scripts/verify.py --collect "$w"
 echo "Findings: $root/findings/index.html (commit them: git add findings)"

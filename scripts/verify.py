@@ -78,8 +78,10 @@ def committed_metrics(rev: str) -> dict:
     return {n: git_show(rev, n) for n in names if n.endswith("/metrics.json")}
 
 
-def workspace_metrics() -> dict:
-    return {p.as_posix(): p.read_bytes() for p in sorted(Path("eval").glob("**/metrics.json"))}
+def workspace_metrics(root=".") -> dict:
+    """{eval/<b>/<row>/s<seed>/metrics.json: its bytes} of the run in `root`."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(Path(root, "eval").glob("**/metrics.json"))}
 
 
 def recorded_md5(lock: bytes, where: str) -> dict:
@@ -158,12 +160,24 @@ def main(argv=None) -> int:
     ap.add_argument("--rev", default="HEAD", help="the committed run to compare with (git revision)")
     ap.add_argument("--findings", action="store_true", help="compare findings/metrics.json (a "
                     "rerun of scripts/findings.sh) with the committed one, within the tolerances")
+    ap.add_argument("--collect", metavar="RUN", help="write findings/metrics.json from the run "
+                    "in folder RUN (scripts/findings.sh does)")
     args = ap.parse_args(argv)
+    if args.collect:
+        collect_findings(args.collect)
+        return 0
     try:
         return verify_findings(args.rev) if args.findings else verify(args.rev)
     except Unreadable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def collect_findings(run: str) -> None:
+    """findings/metrics.json: every cell's metrics of the findings run in `run`, one file."""
+    cells = {path: json.loads(raw) for path, raw in workspace_metrics(run).items()}
+    with open("findings/metrics.json", "w") as f:
+        json.dump(cells, f, indent=1, sort_keys=True)
 
 
 def findings_numbers(raw: bytes, where: str) -> dict:

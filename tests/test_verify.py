@@ -105,7 +105,12 @@ def test_findings_rerun_is_checked_within_tolerance(tmp_path, monkeypatch, capsy
     git(tmp_path, "commit", "-qm", "findings")
     monkeypatch.chdir(tmp_path)
     cells["eval/timit/zforcing/s1/metrics.json"]["bound"] = -1015.0  # 0.5 %: within
-    path.write_text(json.dumps(cells))
+    run = tmp_path / "worktree"  # a rerun's cells, collected as scripts/findings.sh does
+    for name, metrics in cells.items():
+        (run / name).parent.mkdir(parents=True)
+        (run / name).write_text(json.dumps(metrics))
+    assert verify.main(["--collect", str(run)]) == 0
+    assert json.loads(path.read_text()) == cells
     assert verify.main(["--findings"]) == 0
     assert "1 of 4 metrics differ" in capsys.readouterr().out
     cells["eval/timit/zforcing/s0/metrics.json"]["bound"] = -1100.0  # 10 %: beyond

@@ -103,8 +103,7 @@ def verdict_html(sub: pd.DataFrame, s: dict) -> str:
     out = [f"<p>Rule: {V.RULE}</p>", findings_html(claims)]
     for c in claims:
         shown = [r for r in c.results if r.pair.required or r.outcome == V.REVERSED]
-        k = max(1, sum(r.n >= V.MIN_SEEDS for r in c.results))
-        out.append(claim_line(c) + (tables.table_html(tables.pairs_table(shown, k)) if shown else ""))
+        out.append(claim_line(c) + (tables.table_html(tables.pairs_table(shown)) if shown else ""))
     return "".join(out) if claims else note("The paper makes no claim checked on this table.")
 
 
@@ -155,16 +154,15 @@ class Bench:
         self.cells = tables.bench_cells(tables.load_cells(eval_dir, {bench: rows}, seeds), bench, self.s)
         self.style = figures.styles(list(dict.fromkeys(self.cells["row"])))
         self.first = self.cells.groupby("row", sort=False).head(1)   # each row's lowest seed
-
-    def manifest(self) -> dict:
         path = os.path.join(self.prepared, "manifest.json")
-        return tables.read_json(path) if os.path.isfile(path) else {}
+        self.manifest = tables.read_json(path) if os.path.isfile(path) else {}
+        self.same, self.why = tables.comparison(self.cells, self.s)  # the paper's task?
 
     def header(self) -> str:
         notes = "; ".join(dict.fromkeys(i["data"].get("title_note", "") for i in self.cells["info"]))
         better = "higher" if self.s["direction"] == "higher" else "lower"
-        metric = tables.metric_text(self.s, tables.data_facts(list(self.cells["info"]), self.manifest()))
-        same, why = tables.comparison(self.cells, self.s)
+        metric = tables.metric_text(self.s, tables.data_facts(list(self.cells["info"]), self.manifest))
+        same, why = self.same, self.why
         return (f"<h1>{esc(self.s['title'])}: {esc(notes)}</h1><p>{esc(self.paper['source'])}. "
                 f"Table: {esc(metric)} ({esc(self.s['units'])}; {better} is better). "
                 '<a href="index.html">All tables</a>.</p>' + provenance_html(self.provenance)
@@ -177,7 +175,7 @@ class Bench:
                    "the ordering of the rows is compared, not the numbers.") + "</p>")
 
     def table(self) -> str:
-        t = tables.main_table(self.cells, self.s)
+        t = tables.main_table(self.cells, self.s, same=self.same)
         notes = ["Each number is the mean over the row's seeds (column “seeds”), with the min–max "
                  "range over seeds in brackets when there is more than one.",
                  "Bound: = exact; ≥ a lower bound on the log-likelihood, ≤ an upper bound on an NLL "
@@ -187,7 +185,7 @@ class Bench:
             notes.append(quirk_note(tables.quirk_shrink(self.cells)))
         notes += [self.s["note"]] if self.s.get("note") else []
         out = tables.table_html(t) + "".join(map(note, notes)) + paper_rows_html(self.s)
-        if not tables.comparable(self.cells, self.s):
+        if not self.same:
             out += published_html(self.s, tables.published_table(self.cells, self.s))
         return out + confidence_html(self.paper)
 
@@ -255,7 +253,7 @@ class Bench:
 
     def real_audio(self) -> str:
         n, sec = self.cfg["audio_examples"], self.cfg["audio_seconds"]
-        if self.manifest().get("kind") != "audio":
+        if self.manifest.get("kind") != "audio":
             return ""
         if not n:
             return note("Audio examples switched off (report.audio_examples is 0).")
@@ -366,7 +364,7 @@ def index_html(eval_dir: str, pages: list, profile: str, seeds: list, sources: d
                    "numbers and ours, the pairs behind each verdict, the runs.</p>"
                    + ("<details><summary>Ours beside the paper's</summary>" if same else
                       "<details><summary>Ours</summary>")
-                   + tables.table_html(tables.main_table(sub, s, compact=True)) + "</details>"
+                   + tables.table_html(tables.main_table(sub, s, compact=True, same=same)) + "</details>"
                    + ("" if same else "<details><summary>Published (other data)</summary>"
                       + tables.table_html(tables.published_table(sub, s)) + "</details>"))
     out += [f"<h2>How a verdict is reached</h2><p>{V.RULE}</p>", confidence_html(paper)]

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
-from .verdict import MIN_SEEDS, NONE, OPEN, Pair, pairs_from_order, seeds_needed, verdict
+from .verdict import NONE, OPEN, Pair, pairs_from_order, seeds_needed, verdict
 
 PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.yaml")
 BENCHES = ("timit", "blizzard", "mnist", "imdb")
@@ -182,13 +182,15 @@ def published(pub: dict) -> str:
     return f"{SIGNS[pub['kind']]} {num(pub['value'])}"
 
 
-def main_table(sub: pd.DataFrame, s: dict, compact: bool = False) -> pd.DataFrame:
+def main_table(sub: pd.DataFrame, s: dict, compact: bool = False,
+               same: bool | None = None) -> pd.DataFrame:
     """One line per row: seeds, bound kind, ours (mean [min – max]); on comparable data the
     paper's value and ours − paper beside it (else the paper's values are in
     published_table, never beside ours); then the quirk and the table's extra columns.
-    compact (the index): row, seeds, ours and, on comparable data, the paper's value."""
+    compact (the index): row, seeds, ours and, on comparable data, the paper's value.
+    same: comparable(sub, s), when the caller has it."""
     q, sign = s["quantity"], "≥" if s["quantity"] == "bound" else "≤"
-    same = comparable(sub, s)
+    same = comparable(sub, s) if same is None else same
     ours, extra = values(sub, q), {k: values(sub, k) for k in s.get("columns") or {}}
     recs = []
     for row, cells in sub.groupby("row", sort=False):
@@ -306,13 +308,11 @@ def seed_range(vals: dict, seeds: list) -> str:
     return num(max(v) - min(v)) if len(v) > 1 else "—"
 
 
-def pairs_table(results: list, k: int | None = None) -> pd.DataFrame:
+def pairs_table(results: list) -> pd.DataFrame:
     """One line per pair: the mean paired difference (positive: the paper's way round), its
     interval and level, each side's spread over the shared seeds, and for a pair not
-    resolved the seeds its gap and spread would need (80 % power, the claim's level; k: the
-    claim's tested pairs, when `results` shows only some)."""
+    resolved the seeds its gap and spread would need (80 % power, the claim's level)."""
     recs = []
-    k = k or max(1, sum(r.n >= MIN_SEEDS for r in results))
     for r in results:
         p, ok = r.pair, math.isfinite(r.lo)
         count = p.what == "active units"
@@ -326,15 +326,15 @@ def pairs_table(results: list, k: int | None = None) -> pd.DataFrame:
             "seed spread behind / ahead": f"{seed_range(p.worse_values, p.seeds)} / "
                                           f"{seed_range(p.better_values, p.seeds)}",
             "outcome": r.label,
-            "seeds to resolve": _needed(r, k)})
+            "seeds to resolve": _needed(r)})
     return pd.DataFrame.from_records(recs)
 
 
-def _needed(r, k: int) -> str:
+def _needed(r) -> str:
     """'—' for an ordered pair; else the seeds at this gap and spread (80 % power)."""
     if r.outcome != OPEN:
         return "—"
-    n = seeds_needed(r.pair, k)
+    n = seeds_needed(r.pair, r.k)
     return "—" if n is None else (f"over {n:,}" if n >= 10_000 else f"about {n}")
 
 

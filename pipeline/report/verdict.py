@@ -72,6 +72,7 @@ class Result:
     lo: float                   # its interval (nan below MIN_SEEDS)
     hi: float
     level: float                # the interval's confidence level (nan below MIN_SEEDS)
+    k: int                      # the claim's tested pairs: the level is 1 - ALPHA / k
 
     @property
     def label(self) -> str:
@@ -88,12 +89,12 @@ def paired_interval(pair: Pair, k: int, alpha: float = ALPHA) -> Result:
     d, nan = pair.diffs, float("nan")
     n, mean = len(d), (sum(d) / len(d) if d else nan)
     if n < MIN_SEEDS:
-        return Result(pair, OPEN, n, mean, nan, nan, nan)
+        return Result(pair, OPEN, n, mean, nan, nan, nan, k)
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
     half = t_quantile(1 - alpha / (2 * k), n - 1) * sd / math.sqrt(n)
     lo, hi = mean - half, mean + half
     outcome = AS_CLAIMED if lo > 0 else REVERSED if hi < 0 else OPEN
-    return Result(pair, outcome, n, mean, lo, hi, 1 - alpha / k)
+    return Result(pair, outcome, n, mean, lo, hi, 1 - alpha / k, k)
 
 
 def seeds_needed(pair: Pair, k: int, alpha: float = ALPHA, power: float = 0.8,

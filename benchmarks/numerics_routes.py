@@ -1,0 +1,120 @@
+"""Routes to byte-stable CPU numerics, and what each costs per training update.
+
+    python benchmarks/numerics_routes.py --config small timit --rounds 2
+
+Each mode is a child process (kernel switches are read when torch loads) running
+benchmarks/train_speed.py's eager step, 1 thread, timed in thread CPU time so that other
+processes' load stays out; the modes alternate `rounds` times and the fastest is kept.
+Modes:
+  fast          no pins (`numerics: fast`)
+  exact         the stages' pins (`numerics: exact`: MKL_CBWR=COMPATIBLE and the ISA caps)
+  exact+onednn  the pins, with every fp32 matrix product (aten::mm, aten::addmm, forward
+                and backward) sent to oneDNN's inner product, which the pins cap at AVX2
+                (a Python kernel registered over ATen's CPU one; this script's own, not the
+                stages')
+  fast+onednn   that rerouting alone: its per-call cost
+  aten, cbwr, onednn_isa, mkl_isa
+                one pin each, to see where `exact`'s cost comes from
+Prints one JSON line per config: ms per update and the ratio to `fast`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import runpy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from stages.kernels import PINS, pin_cpu_kernels  # noqa: E402
+
+ONE_PIN = {"aten": ["ATEN_CPU_CAPABILITY"], "cbwr": ["MKL_CBWR"],
+           "onednn_isa": ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"], "mkl_isa": ["MKL_ENABLE_INSTRUCTIONS"]}
+MODES = ("fast", "exact", "exact+onednn", "fast+onednn", *ONE_PIN)
+
+
+def environment(mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    if mode in ONE_PIN:
+        env.update({k: PINS[k] for k in ONE_PIN[mode]})
+    elif mode.startswith("exact"):
+        pin_cpu_kernels(env)
+    if mode.endswith("+onednn"):
+        env["ZF_ROUTE_ONEDNN"] = "1"
+    return env
+
+
+def reroute_matmuls_to_onednn():
+    """aten::mm and aten::addmm on CPU float32 through oneDNN's inner product."""
+    import warnings
+
+    import torch
+    linear = torch.ops.mkldnn._linear_pointwise.default  # x @ w.T + b
+
+    def weight(b):  # oneDNN's fast kernels take a dense (n, k) or (k, n) weight
+        w = b.t()
+        return w if w.is_contiguous() or b.is_contiguous() else w.contiguous()
+
+    def fp32(*ts):
+        return all(t.dtype == torch.float32 for t in ts)
+
+    def mm(a, b):
+        if not fp32(a, b):  # the out= overload keeps ATen's own kernel
+            return torch.mm(a, b, out=a.new_empty((a.shape[0], b.shape[1])))
+        return linear(a, weight(b), None, "none", [], "")
+
+    def addmm(bias, a, b, *, beta=1, alpha=1):
+        if fp32(bias, a, b) and beta == 1 and alpha == 1 and bias.shape == (b.shape[1],):
+            return linear(a, weight(b), bias, "none", [], "")
+        return torch.addmm(bias, a, b, beta=beta, alpha=alpha,
+                           out=a.new_empty((a.shape[0], b.shape[1])))
+
+    with warnings.catch_warnings():  # "overriding a previously registered kernel"
+        warnings.simplefilter("ignore")
+        lib = torch.library.Library("aten", "IMPL")
+        lib.impl("mm", mm, "CPU")
+        lib.impl("addmm", addmm, "CPU")
+    return lib
+
+
+def child(argv):
+    """One mode: train_speed.py in this process, timed in thread CPU time."""
+    if os.environ.get("ZF_ROUTE_ONEDNN") == "1":
+        keep = reroute_matmuls_to_onednn()  # noqa: F841 - the registration lives with it
+    time.perf_counter = time.thread_time  # the step runs on this one thread
+    sys.argv = ["train_speed.py", *argv]
+    runpy.run_path(str(ROOT / "benchmarks/train_speed.py"), run_name="__main__")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", nargs="+", default=["small"], help="train_speed.py configs")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--updates", type=int, default=0, help="per timed block (default: 10 small, 2 else)")
+    args = ap.parse_args()
+    for config in args.config:
+        updates = args.updates or (10 if config == "small" else 2)
+        best = {m: float("inf") for m in args.modes}
+        for _ in range(args.rounds):
+            for mode in args.modes:
+                cmd = [sys.executable, __file__, "--child", "--config", config, "--device", "cpu",
+                       "--threads", "1", "--updates", str(updates), "--repeats", "2", "--warmup", "1"]
+                out = subprocess.run(cmd, env=environment(mode), capture_output=True, text=True, check=True)
+                best[mode] = min(best[mode], json.loads(out.stdout.splitlines()[-1])["ms_per_update"])
+        print(json.dumps({"config": config, "machine": platform.processor() or platform.machine(),
+                          "ms_per_update": best,
+                          "over_fast": {m: round(v / best["fast"], 2) for m, v in best.items()}
+                          if "fast" in best else None}), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2:])
+    else:
+        main()
