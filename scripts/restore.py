@@ -3,12 +3,12 @@
     python scripts/restore.py
 
 An experiment (`dvc exp run`, or `dvc repro` on an edited params.yaml) rewrites files in
-git (params.yaml, dvc.lock, each cell's metrics.json, the pages under reports/, the
-.gitignore entries DVC adds for new cells) and outputs in DVC's cache (models, data,
-eval's other files). This script restores the first from git, removes the outputs of
-cells the commit does not have (a seed or row added by the experiment; DVC's cache and
-the experiment's own commit keep them), then `dvc checkout`s the rest. Your code and
-conf/ are left alone. Nothing is retrained.
+git (params.yaml, dvc.lock, each cell's metrics.json, the tables' files under metrics/, the
+pages under reports/, the .gitignore entries DVC adds for new cells) and outputs in DVC's
+cache (models, data, eval's other files). This script restores the first from git,
+removes the outputs of cells the commit does not have (a seed or row added by the
+experiment; DVC's cache and the experiment's own commit keep them), then `dvc checkout`s
+the rest. Your code and conf/ are left alone. Nothing is retrained.
 
 In a fresh clone the cache is empty: the script then says so in one line (the files in
 git are restored all the same) and exits 1. `dvc pull` fetches the outputs from a
@@ -24,8 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-IN_GIT = ["params.yaml", "dvc.lock", "data", "models", "eval", "reports"]
-OUTPUTS = ["models", "eval", "reports"]  # only stages write here: stale entries can go
+IN_GIT = ["params.yaml", "dvc.lock", "data", "models", "eval", "metrics", "reports"]
+OUTPUTS = ["models", "eval", "metrics", "reports"]  # only stages write here: stale entries can go
 
 
 def git(*args: str) -> str:

@@ -87,4 +87,4 @@ def test_each_tables_merged_groups_resolve_like_timits_with_its_name():
         templates.setdefault(key, text)
         assert text == templates[key], (name, text, templates[key])
         seen.add(group)
-    assert len(seen) == 18 and len(stages) == 70
+    assert len(seen) == 18 and len(stages) == 74
