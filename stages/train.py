@@ -61,8 +61,11 @@ def main():
     from pipeline.datasets import open_split, read_manifest
     manifest = read_manifest(args.data)
     tcfg, opts = P.train_settings(params, args.bench, row, args.seed)
+    from pipeline.models import only_reads
     from pipeline.models.budget import resolve_budget
-    mcfg = resolve_budget(P.model_settings(params, args.bench, row, manifest))
+    # only the model keys this row reads (the others at their defaults): what its stage
+    # depends on, data/rows/<bench>/<row>.json
+    mcfg = resolve_budget(only_reads(P.model_settings(params, args.bench, row, manifest)))
     from pipeline import distributed
     if opts.nproc > 1 and not distributed.under_torchrun():
         _relaunch(opts)
@@ -73,7 +76,7 @@ def main():
 
     import torch
     from pipeline import checkpoint
-    from pipeline.models import build_model, count_parameters
+    from pipeline.models import build_model, config_record, count_parameters
     from pipeline.train import train
 
     loader = open_split(args.data, "train", tcfg.batch_size, shuffle=True, seed=tcfg.seed,
@@ -134,8 +137,9 @@ def main():
     with output_dir(args.out) as tmp:
         checkpoint.save_npz(state, tmp / "model.npz")
         write_json(tmp / "model.json", {
-            # the built model's own config: a registry name may fix the output family
-            "cell": cell, "model_config": asdict(model.cfg), "train_config": asdict(tcfg),
+            # the built model's own config (a registry name may fix the output family), the
+            # keys it reads: the others are not this cell's settings
+            "cell": cell, "model_config": config_record(model.cfg), "train_config": asdict(tcfg),
             "options": asdict(opts), "row": asdict(row), "params": count_parameters(model),
             "updates": out["position"]["updates"], "skipped": out["skipped"], "world_size": world,
             "device": device.type,  # what `auto` became: cpu runs are byte-stable, cuda runs are not

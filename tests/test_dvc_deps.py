@@ -76,7 +76,8 @@ def test_each_tables_merged_groups_resolve_like_timits_with_its_name():
             continue
         kind, bench, *suffix = group.split("_")
         row, seed = cell.rsplit("-", 1)
-        text = json.dumps(s).replace(f"/{row}/s{seed}", "/<cell>").replace(f" {row} {seed} ", " <cell> ")
+        text = (json.dumps(s).replace(f"/{row}/s{seed}", "/<cell>").replace(f" {row} {seed} ", " <cell> ")
+                .replace(f"data/rows/{bench}/{row}.json", "data/rows/<b>/<row>.json"))
         others = {"timit", "blizzard", "mnist", "imdb"} - {bench}
         assert not any(f"/{o}/" in text or f".{o}." in text for o in others), (name, text)
         text = text.replace(bench, "<b>").replace("text.json", "samples.npz")

@@ -28,7 +28,8 @@ def check_stage(tmp_path, capsys, monkeypatch, params: dict) -> list[str]:
     the values pass)."""
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(sys, "argv", ["check", "--params", str(path), "--out", str(tmp_path / "ok")])
+    monkeypatch.setattr(sys, "argv", ["check", "--params", str(path), "--out", str(tmp_path / "ok"),
+                                      "--rows", str(tmp_path / "rows")])
     capsys.readouterr()
     try:
         run(check.main)

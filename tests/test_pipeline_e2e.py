@@ -238,6 +238,20 @@ def test_aux_weight_experiment_reruns_only_aux_cells(repo):
     sh("git checkout -q params.yaml dvc.lock eval && dvc checkout -q", repo)  # metrics.json: in git
 
 
+def test_a_model_key_reruns_only_the_rows_that_read_it(repo):
+    """model.z_force: once the check stage has rewritten data/rows, DVC finds only the
+    Z-Forcing rows' training stages out of date, not the LSTM baselines'."""
+    p = params(repo)
+    p["model"]["z_force"] = not p["model"]["z_force"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    sh("dvc repro -q check", repo)
+    todo = {s for s in json.loads(sh("dvc status --json", repo).stdout) if s.startswith("train_")}
+    rows = {s.split("@")[1].rsplit("-", 1)[0] for s in todo}
+    assert todo and rows <= {"zforcing_aux", "zforcing_beta_lo"}, todo
+    sh("git checkout -q params.yaml && dvc repro -q check && git checkout -q dvc.lock", repo)
+    assert "up to date" in sh("dvc status", repo).stdout
+
+
 def test_adding_a_seed_runs_only_the_new_cells(repo):
     p = params(repo)
     p["seeds"] = p["seeds"] + [max(p["seeds"]) + 1]

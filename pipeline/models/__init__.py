@@ -27,7 +27,7 @@ Budget matching across rows: pipeline.models.budget (cfg.param_budget).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Callable
 
 from torch import nn
@@ -46,6 +46,7 @@ def with_output(builder: Callable[[ModelConfig], nn.Module], family: str):
     def build(cfg: ModelConfig) -> nn.Module:
         return builder(replace(cfg, output=family))
     build.__name__ = f"{getattr(builder, '__name__', 'model')}_{family}"
+    build.family, build.reads = family, tuple(k for k in builder.reads if k != "output")
     return build
 
 
@@ -67,7 +68,35 @@ MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
 }
 
 
+# keys an output family reads beyond the model's own
+FAMILY_READS = {"gmm": ("gmm_components",), "ar_gaussian": ("ar_hidden",)}
+
+
+def config_reads(name: str, output: str) -> frozenset:
+    """The ModelConfig fields model `name` reads with output family `output` (the family its
+    builder fixes, if it fixes one): what a training stage of such a row depends on."""
+    builder = MODELS[name]
+    family = getattr(builder, "family", output)
+    return frozenset(builder.reads) | frozenset(FAMILY_READS.get(family, ()))
+
+
+def config_record(cfg: ModelConfig) -> dict:
+    """The fields of cfg its model reads, and those that say what was built (name, data,
+    x_dim, param_budget): a trained cell's record, which the model rebuilds from."""
+    keep = config_reads(cfg.name, cfg.output) | {"name", "data", "x_dim", "param_budget"}
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in keep}
+
+
+def only_reads(cfg: ModelConfig) -> ModelConfig:
+    """cfg with every field its model does not read back at its default: the same model,
+    whatever the params say of keys this row has no use for."""
+    return ModelConfig(**config_record(cfg))
+
+
 def register_model(name: str, builder: Callable[[ModelConfig], nn.Module]):
+    """A new model; its builder's `reads` names the ModelConfig fields it uses (all if absent)."""
+    if not hasattr(builder, "reads"):
+        builder.reads = tuple(f.name for f in fields(ModelConfig))
     MODELS[name] = builder
 
 
@@ -81,4 +110,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "Terms", "build_model", "count_parameters", "register_model"]
+__all__ = ["MODELS", "Terms", "build_model", "config_reads", "config_record", "count_parameters",
+           "only_reads", "register_model"]

@@ -31,6 +31,7 @@ from .layers import Embedding, GaussianMLP, lrelu, make_lstm
 class SRNN(nn.Module):
     exact = False
     folds_samples = True
+    reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output")  # as ZForcing.reads
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -33,6 +33,7 @@ from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 class VRNN(nn.Module):
     exact = False
     folds_samples = True
+    reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output")  # as ZForcing.reads
 
     def __init__(self, cfg: ModelConfig, standard_prior: bool = False):
         super().__init__()
@@ -139,3 +140,6 @@ class VRNN(nn.Module):
 def VRNNI(cfg: ModelConfig) -> VRNN:
     """VRNN-I: the prior is a fixed N(0, I) (Chung et al. 2015's VRNN-I)."""
     return VRNN(cfg, standard_prior=True)
+
+
+VRNNI.reads = VRNN.reads

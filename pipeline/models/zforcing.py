@@ -27,6 +27,10 @@ from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden,
 class ZForcing(nn.Module):
     exact = False
     folds_samples = True
+    # the ModelConfig fields it reads (tests/test_model_reads.py): a training stage depends
+    # on these alone, so a change to another model key does not retrain this row
+    reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
+             "use_l2", "bwd", "lrelu_head")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -32,6 +32,9 @@ BOS_ID = 1  # <S>: the first input of every sentence (pipeline.datasets.text)
 class ZForcingLM(nn.Module):
     exact = False
     folds_samples = True
+    # as ZForcing.reads; cond_ln only to refuse it
+    reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
+             "use_l2", "bwd", "bwd_in_aux")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
