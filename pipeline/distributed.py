@@ -27,9 +27,7 @@ Torch, numpy and the standard library only.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,11 +37,11 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .parent import die_with_parent
 
 # rank 0 validates alone while the others wait in a broadcast: allow a long validation
 TIMEOUT = timedelta(hours=2)
 AGENT_PID_ENV = "ZF_TORCHRUN_AGENT_PID"  # set by exec_torchrun: the pid the ranks' parent has
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class DistributedError(UserError):
@@ -82,13 +80,9 @@ def exec_torchrun(nproc: int, module: str, argv: list[str], env: dict[str, str])
 
 def die_with_agent() -> None:
     """SIGKILL this rank when its parent, torchrun's agent, dies; exit at once if it already
-    has (the kernel only signals deaths that come after the request)."""
+    has."""
     agent = int(os.environ.get(AGENT_PID_ENV) or os.getppid())
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != agent:
+    if not die_with_parent(agent):
         print(f"rank {os.environ.get('RANK', '?')}: its torchrun agent (pid {agent}) has died; "
               "stopping", file=sys.stderr, flush=True)
         os._exit(1)  # no clean-up: an orphan must not write anything

@@ -128,9 +128,8 @@ def _run_child(conn, req: dict, fds: list[int]) -> None:
 def serve(path: str, parent: int) -> None:
     """Load a stage's libraries under a stage's kernel switches, then fork one child per
     stage that asks. Exits with `parent`, the process that started it."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the worker
-    if os.getppid() != parent:  # it died before that was armed
+    from pipeline.parent import die_with_parent
+    if not die_with_parent(parent):  # the worker died before it was armed
         return
     import yaml
 
