@@ -16,6 +16,12 @@ Modes:
   aten, cbwr, onednn_isa, mkl_isa
                 one pin each, to see where `exact`'s cost comes from
 Prints one JSON line per config: ms per update and the ratio to `fast`.
+
+    python benchmarks/numerics_routes.py --bytes
+
+The bytes of each route instead: Z-Forcing at the default profile's size trained 20 updates
+(one child per setting), the sha256 of its weights, under outer settings that move one
+library's choice (what another CPU would choose) while the route's pins stay in place.
 """
 from __future__ import annotations
 
@@ -31,7 +37,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stages.kernels import PINS, pin_cpu_kernels  # noqa: E402
 
 ONE_PIN = {"aten": ["ATEN_CPU_CAPABILITY"], "cbwr": ["MKL_CBWR"],
            "onednn_isa": ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"], "mkl_isa": ["MKL_ENABLE_INSTRUCTIONS"]}
@@ -39,6 +44,9 @@ MODES = ("fast", "exact", "exact+onednn", "fast+onednn", *ONE_PIN)
 
 
 def environment(mode: str) -> dict:
+    # the parent only: importing `stages` pins this process's environment, so a child that
+    # imported it would run pinned whatever its mode
+    from stages.kernels import PINS, pin_cpu_kernels
     env = {k: v for k, v in os.environ.items() if k not in PINS}
     if mode in ONE_PIN:
         env.update({k: PINS[k] for k in ONE_PIN[mode]})
@@ -82,6 +90,50 @@ def reroute_matmuls_to_onednn():
     return lib
 
 
+def child_bytes():
+    """Train the small config 20 updates on one fixed batch; print the weights' sha256."""
+    if os.environ.get("ZF_ROUTE_ONEDNN") == "1":
+        keep = reroute_matmuls_to_onednn()  # noqa: F841
+    import hashlib
+
+    import torch
+    sys.argv = ["train_speed.py"]
+    speed = runpy.run_path(str(ROOT / "benchmarks/train_speed.py"))
+    torch.set_num_threads(1)
+    sizes, B, T = speed["CONFIGS"]["small"]
+    g = torch.Generator().manual_seed(0)
+    batch = speed["Batch"](torch.randn(B, T, 200, generator=g), torch.randn(B, T, 200, generator=g),
+                           torch.ones(B, T))
+    model, step = speed["make_step"](sizes, False, "eager", "fp32", torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        step(batch, speed["draw_noise"](model, batch, gen))
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().numpy().tobytes())
+    print(h.hexdigest()[:16])
+
+
+# route -> {outer setting: what it emulates}; the route's pins are applied over each
+BYTES = {"exact": {"": "this CPU", "MKL_CBWR=AUTO": "MKL's own choice of branch",
+                   "ONEDNN_MAX_CPU_ISA=AVX512_CORE": "oneDNN at AVX-512"},
+         "exact+onednn": {"": "this CPU", "MKL_CBWR=AUTO": "MKL's own choice of branch",
+                          "ONEDNN_MAX_CPU_ISA=AVX512_CORE": "oneDNN at AVX-512"}}
+
+
+def bytes_table():
+    for route, outers in BYTES.items():
+        for outer, what in outers.items():
+            env = environment(route)
+            if outer:  # set after the pins: what the route leaves to the machine
+                k, v = outer.split("=")
+                env[k] = v
+            out = subprocess.run([sys.executable, __file__, "--child-bytes"], env=env,
+                                 capture_output=True, text=True, check=True)
+            print(json.dumps({"route": route, "outer": outer or "(none)", "emulates": what,
+                              "sha256": out.stdout.split()[-1]}), flush=True)
+
+
 def child(argv):
     """One mode: train_speed.py in this process, timed in thread CPU time."""
     if os.environ.get("ZF_ROUTE_ONEDNN") == "1":
@@ -97,7 +149,10 @@ def main():
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--updates", type=int, default=0, help="per timed block (default: 10 small, 2 else)")
+    ap.add_argument("--bytes", action="store_true", help="the bytes of each route, not its speed")
     args = ap.parse_args()
+    if args.bytes:
+        return bytes_table()
     for config in args.config:
         updates = args.updates or (10 if config == "small" else 2)
         best = {m: float("inf") for m in args.modes}
@@ -116,5 +171,7 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2:])
+    elif sys.argv[1:2] == ["--child-bytes"]:
+        child_bytes()
     else:
         main()
