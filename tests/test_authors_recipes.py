@@ -107,14 +107,17 @@ def test_head_off_reads_the_states_as_today(name):
         assert torch.equal(terms.log_px, (model.out.log_prob(feats, y) * mask).sum(t))
 
 
-def test_lrelu_head_in_samples_generation_and_reconstruction():
-    """k samples share the input embeddings; generate and reconstruct read the same head."""
+@pytest.mark.parametrize("mnist", [{}, {"lrelu_emb": True, "bwd": 0.5, "lrelu_bwd_head": True}])
+def test_lrelu_head_in_samples_generation_and_reconstruction(mnist):
+    """k samples share the input embeddings; generate and reconstruct read the same head
+    (and the same embedding and backward head, with the other MNIST switches on)."""
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(CFG, lrelu_head=True))
+    model = build_model(dataclasses.replace(CFG, lrelu_head=True, **mnist))
     with torch.no_grad():
         two = model(_batch(), _noise(2))
         one = model(_batch(), _noise(2)[:2])
     assert torch.allclose(two.log_px[:2], one.log_px, atol=1e-6)
+    assert torch.allclose(two.bwd_nll[:2], one.bwd_nll, atol=1e-6)
     assert model.generate(2, 5).shape == (2, 5)
     assert model.reconstruct(_batch(), generator=torch.Generator().manual_seed(0)).shape == (2, 7)
     rnn = build_model(dataclasses.replace(CFG, name="rnn", lrelu_head=True))
