@@ -54,6 +54,11 @@ class ModelConfig:
                                   # (lm_lstm_imdb.py: weight_aux * (aux + nll_rev)); builds the head
     lrelu_head: bool = False      # zforcing and rnn: the output head reads lrelu(W h_t + W' emb(x_t)),
                                   # not h_t (lm_lstm_mnist.py: ff_out_lstm + ff_out_prev, then ff_out_mus)
+    lrelu_emb: bool = False       # binary data, zforcing and rnn: the input embedding is a 200-wide pixel
+                                  # table then lrelu(Linear) (lm_lstm_mnist.py: Wemb, ff_in_lstm; the
+                                  # backward RNN's own layer ff_in_lstm_r), not the table alone
+    lrelu_bwd_head: bool = False  # zforcing with bwd > 0: the backward head reads lrelu(W b_t + W' emb(y_t)),
+                                  # not b_t (lm_lstm_mnist.py: ff_out_lstm_r + ff_out_prev_r, ff_out_mus_r)
     ar_hidden: int = 0            # ar_gaussian output: MADE hidden units (0 = 2 * x_dim, the family default)
     param_budget: int = 0         # >0: rnn_dim is chosen so the model has about this many parameters
                                   # (pipeline.models.budget.resolve_budget); 0: rnn_dim as given
@@ -72,6 +77,8 @@ class ModelConfig:
             ("dropout", 0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             ("gmm_components", self.gmm_components > 0, "must be positive"),
             ("bwd", self.bwd >= 0, "a loss weight cannot be negative"),
+            ("lrelu_emb", not self.lrelu_emb or self.data == "binary",
+             "the authors' MNIST pixel embedding: binary data only"),
             ("ar_hidden", self.ar_hidden >= 0, "cannot be negative (0 = family default)"),
             ("param_budget", self.param_budget >= 0, "cannot be negative (0 = off)"),
         ])

@@ -210,6 +210,8 @@ RULES = {
     "model.bwd": WEIGHT,
     "model.bwd_in_aux": FLAG,
     "model.lrelu_head": FLAG,
+    "model.lrelu_emb": FLAG,
+    "model.lrelu_bwd_head": FLAG,
     "model.param_budget": Rule(int, lambda v: v >= 0, "cannot be negative (0 = off)"),
     "train.lr": positive(),
     "train.adam_eps": positive(),
@@ -495,6 +497,10 @@ def model_settings(params: dict, bench: str, row, manifest: dict):
     kind = manifest["kind"]
     if kind != "audio":  # pixels are Bernoulli, tokens categorical: the data decides
         m["output"] = {"binary": "bernoulli", "tokens": "categorical"}[kind]
+    key = origin(params, bench, "model", "lrelu_emb")   # before ModelConfig, which refuses it too
+    if checked(key, m.get("lrelu_emb", False)) and (row.model not in ("zforcing", "rnn") or kind != "binary"):
+        raise ParamError(f"{key}: only the MNIST table's models (zforcing, rnn on binary pixels) "
+                         f"have it, not {row.model} on {kind} data")
     cfg = typed(ModelConfig, m, "model", name=row.model, data=kind, x_dim=int(manifest["x_dim"]))
     if cfg.bwd_in_aux and row.model == "zforcing":
         raise ParamError(f"{origin(params, bench, 'model', 'bwd_in_aux')}: only the language model "
@@ -503,6 +509,10 @@ def model_settings(params: dict, bench: str, row, manifest: dict):
     if cfg.lrelu_head and row.model not in ("zforcing", "rnn"):
         raise ParamError(f"{origin(params, bench, 'model', 'lrelu_head')}: only the Z-Forcing and "
                          f"LSTM models of the MNIST table (zforcing, rnn) have it, not {row.model}")
+    # the MNIST table's LSTM row shares the table's model section and has no backward head
+    if cfg.lrelu_bwd_head and row.model not in ("zforcing", "rnn"):
+        raise ParamError(f"{origin(params, bench, 'model', 'lrelu_bwd_head')}: only the Z-Forcing "
+                         f"model's backward head (model.bwd > 0) has it, not {row.model}")
     return cfg
 
 

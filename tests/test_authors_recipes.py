@@ -1,7 +1,8 @@
-"""The rest of the authors' recipes as switches: the MNIST output head of lm_lstm_mnist.py
-(model.lrelu_head), their MNIST KL annealing on every row (train.kl_anneal_all) and their
-IMDB halving against the best bound (train.halve_against). Each is off by default, where
-the computation is today's."""
+"""The rest of the authors' recipes as switches: the MNIST output head, input embedding and
+backward head of lm_lstm_mnist.py (model.lrelu_head, model.lrelu_emb, model.lrelu_bwd_head),
+their MNIST KL annealing on every row (train.kl_anneal_all) and their IMDB halving against
+the best bound (train.halve_against). Each is off by default, where the computation is
+today's."""
 import dataclasses
 
 import numpy as np
@@ -13,6 +14,8 @@ from pipeline import train as T
 from pipeline.config import ConfigError, ModelConfig, TrainConfig
 from pipeline.datasets.batches import ArrayLoader, PixelLoader
 from pipeline.models import build_model
+from pipeline.models.base import gather_time, reverse_index
+from pipeline.models.layers import AUTHORS_PIXEL_TABLE, Embedding
 from pipeline.models.zforcing import ZForcing
 from pipeline.rows import get_row
 from pipeline.train import schedule_weights
@@ -104,18 +107,147 @@ def test_head_off_reads_the_states_as_today(name):
         assert torch.equal(terms.log_px, (model.out.log_prob(feats, y) * mask).sum(t))
 
 
-def test_lrelu_head_in_samples_generation_and_reconstruction():
-    """k samples share the input embeddings; generate and reconstruct read the same head."""
+@pytest.mark.parametrize("mnist", [{}, {"lrelu_emb": True, "bwd": 0.5, "lrelu_bwd_head": True}])
+def test_lrelu_head_in_samples_generation_and_reconstruction(mnist):
+    """k samples share the input embeddings; generate and reconstruct read the same head
+    (and the same embedding and backward head, with the other MNIST switches on)."""
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(CFG, lrelu_head=True))
+    model = build_model(dataclasses.replace(CFG, lrelu_head=True, **mnist))
     with torch.no_grad():
         two = model(_batch(), _noise(2))
         one = model(_batch(), _noise(2)[:2])
     assert torch.allclose(two.log_px[:2], one.log_px, atol=1e-6)
+    assert torch.allclose(two.bwd_nll[:2], one.bwd_nll, atol=1e-6)
     assert model.generate(2, 5).shape == (2, 5)
     assert model.reconstruct(_batch(), generator=torch.Generator().manual_seed(0)).shape == (2, 7)
     rnn = build_model(dataclasses.replace(CFG, name="rnn", lrelu_head=True))
     assert rnn.generate(3, 4).shape == (3, 4)
+
+
+# ---------------------------------------------------------------- 1b: the MNIST input embedding
+
+def _hand_emb(table, layer, x):
+    """lm_lstm_mnist.py by hand: Wemb[x], then lrelu(. W + b) (ff_in_lstm / ff_in_lstm_r)."""
+    return _hand_lrelu(table.weight[x.long()] @ layer.weight.T + layer.bias)
+
+
+def _bwd_states(model, batch, emb_y):
+    """b_t, time-major: the backward LSTM over each sequence's reversed embedded targets."""
+    rev = reverse_index(batch.mask)
+    return gather_time(model.bwd_rnn(gather_time(emb_y, rev))[0], rev).transpose(0, 1)
+
+
+def test_lrelu_emb_is_a_200_wide_table_then_lrelu_with_its_own_backward_layer():
+    """On: the forward path reads lrelu(W Wemb[x] + b), the backward RNN lrelu(W_r Wemb[y] + b_r),
+    one table of width 200 (lm_lstm_mnist.py's dim_input default) shared by both."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(CFG, lrelu_emb=True, bwd=0.5))
+    emb = model.emb
+    assert emb.table.weight.shape == (2, AUTHORS_PIXEL_TABLE) == (2, 200)
+    assert emb.proj.weight.shape == emb.proj_bwd.weight.shape == (4, 200)
+    with torch.no_grad():   # a unit clipped at 3 and a negative one, so lrelu is exercised
+        emb.proj.bias.copy_(torch.tensor([40.0, -0.5, 0.0, -40.0]))
+    batch = _batch()
+    with torch.no_grad():
+        fwd, bwd = emb(batch.x), emb.backward_path(batch.y)
+        assert torch.allclose(fwd, _hand_emb(emb.table, emb.proj, batch.x), atol=1e-6)
+        assert torch.allclose(bwd, _hand_emb(emb.table, emb.proj_bwd, batch.y), atol=1e-6)
+        assert (fwd == 3.0).any() and (fwd < 0).any() and (fwd == -3.0).any()
+        assert not torch.allclose(fwd[:, 1:], bwd[:, :-1])     # two layers, not one
+        seen = []
+        hook = model.bwd_rnn.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+        model(batch, _noise())
+        hook.remove()
+        assert torch.equal(seen[0], gather_time(bwd, reverse_index(batch.mask)))
+
+
+@pytest.mark.parametrize("name", ["zforcing", "rnn"])
+def test_lrelu_emb_model_equals_a_plain_table_holding_its_two_rows(name):
+    """Pixels are 0 or 1, so the embedding on is the plain model whose table holds the two
+    rows computed by hand: everything downstream reads the projected embedding."""
+    torch.manual_seed(0)
+    on = build_model(dataclasses.replace(CFG, name=name, lrelu_emb=True))
+    off = build_model(dataclasses.replace(CFG, name=name))
+    shared = {k: v for k, v in on.state_dict().items() if not k.startswith("emb.")}
+    assert not off.load_state_dict(shared, strict=False).unexpected_keys
+    if name == "zforcing":   # one layer for both paths, so that one table can stand for both
+        with torch.no_grad():
+            on.emb.proj_bwd.load_state_dict(on.emb.proj.state_dict())
+    assert (on.emb.proj_bwd is not None) is (name == "zforcing")   # the LSTM has no backward RNN
+    with torch.no_grad():
+        off.emb.net.weight.copy_(_hand_emb(on.emb.table, on.emb.proj, torch.tensor([0, 1])))
+        batch, noise = _batch(), (_noise() if name == "zforcing" else None)
+        a, b = on(batch, noise), off(batch, noise)
+    assert torch.allclose(a.log_px, b.log_px, atol=1e-5) and torch.allclose(a.kl, b.kl, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 1c: the MNIST backward head
+
+def test_lrelu_bwd_head_is_lrelu_of_backward_state_and_input_then_linear():
+    """On (with model.bwd > 0): the backward head predicts x_t from
+    lrelu(W b_t + b + W' e(y_t) + b'), e(y_t) the backward RNN's input at the step that made
+    b_t (lm_lstm_mnist.py: ff_out_lstm_r + ff_out_prev_r, lrelu, ff_out_mus_r), by hand."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(CFG, bwd=0.5, lrelu_bwd_head=True))
+    r = model.bwd_readout
+    with torch.no_grad():
+        r.state.weight.copy_(torch.linspace(-2, 2, 36).reshape(6, 6))
+        r.input.weight.copy_(torch.linspace(3, -3, 24).reshape(6, 4))
+        batch = _batch()
+        terms = model(batch, _noise())
+        ey = model.emb(batch.y)
+        b = _bwd_states(model, batch, ey)
+        feats = _hand_lrelu(b @ r.state.weight.T + r.state.bias
+                            + ey.transpose(0, 1) @ r.input.weight.T + r.input.bias)
+        logits = (feats @ model.bwd_out.proj.weight.T + model.bwd_out.proj.bias).squeeze(-1).clamp(-8, 8)
+        x, mask = batch.x.float().transpose(0, 1), batch.mask.transpose(0, 1)
+        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    assert (feats == 3.0).any() or (feats == -3.0).any() or (feats < 0).any()
+    assert torch.allclose(terms.bwd_nll, (nll * mask).sum(0), atol=1e-5)
+    # without a backward head (model.bwd 0) the switch builds nothing
+    assert build_model(dataclasses.replace(CFG, lrelu_bwd_head=True)).bwd_readout is None
+
+
+# ---------------------------------------------------------------- off: today's computation
+
+# Recorded with the code before model.lrelu_emb and model.lrelu_bwd_head existed (c78d955),
+# from the fixed seeds below: the parameters (their order fixes what the seed draws) and terms
+OLD_KEYS = {
+    "zforcing": ["emb.net.weight", "bwd_rnn.weight_ih_l0", "bwd_rnn.weight_hh_l0",
+                 "bwd_rnn.bias_ih_l0", "bwd_rnn.bias_hh_l0", "prior.l1.weight", "prior.l1.bias",
+                 "prior.l2.weight", "prior.l2.bias", "post.l1.weight", "post.l1.bias",
+                 "post.l2.weight", "post.l2.bias", "aux.l1.weight", "aux.l1.bias", "aux.l2.weight",
+                 "aux.l2.bias", "z_proj.weight", "z_proj.bias", "w_ih.weight", "w_ih.bias",
+                 "w_hh.weight", "out.proj.weight", "out.proj.bias", "bwd_out.proj.weight",
+                 "bwd_out.proj.bias"],
+    "rnn": ["emb.net.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0",
+            "rnn.bias_hh_l0", "out.proj.weight", "out.proj.bias"]}
+OLD_TERMS = {
+    "zforcing": {"log_px": [-4.945979118347168, -5.031493663787842],
+                 "kl": [2.208019256591797, 2.2591309547424316],
+                 "aux": [38.995086669921875, 38.20283126831055],
+                 "bwd_nll": [4.7952961921691895, 4.403436183929443]},
+    "rnn": {"log_px": [-5.087947368621826, -5.256479740142822]}}
+
+
+@pytest.mark.parametrize("name", ["zforcing", "rnn"])
+def test_switches_off_compute_as_before(name):
+    """Off (the default): the plain embedding shared by both paths, the backward head on b_t
+    itself, the same parameters in the same order, and the terms recorded before."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(CFG, name=name, bwd=0.5 if name == "zforcing" else 0.0))
+    assert type(model.emb) is Embedding and list(model.state_dict()) == OLD_KEYS[name]
+    batch = _batch()
+    with torch.no_grad():
+        terms = model(batch, _noise() if name == "zforcing" else None)
+        if name == "zforcing":      # the old path: b_t from the shared table, the head on b_t
+            assert model.bwd_readout is None
+            assert torch.equal(model.emb.backward_path(batch.y), model.emb(batch.y))
+            b = _bwd_states(model, batch, model.emb(batch.y))
+            old = -(model.bwd_out.log_prob(b, batch.x.transpose(0, 1)) * batch.mask.T).sum(0)
+            assert torch.equal(terms.bwd_nll, old)
+    for key, want in OLD_TERMS[name].items():
+        assert torch.allclose(getattr(terms, key), torch.tensor(want), rtol=1e-6, atol=0), key
 
 
 # ---------------------------------------------------------------- params
@@ -141,20 +273,37 @@ def _with(params, bench, section, **kw):
 def test_paper_profile_turns_each_switch_on_for_its_table(paper):
     mnist = {"kind": "binary", "x_dim": 1}
     for row in ("lstm", "zforcing", "zforcing_aux"):
-        assert P.model_settings(paper, "mnist", get_row("mnist", row), mnist).lrelu_head
+        m = P.model_settings(paper, "mnist", get_row("mnist", row), mnist)
+        assert m.lrelu_head and m.lrelu_emb and m.lrelu_bwd_head
         cfg, _ = P.train_settings(paper, "mnist", get_row("mnist", row), 0)
         assert cfg.kl_anneal_all and (cfg.kl_start, cfg.kl_step, cfg.kl_cap) == (0.2, 5e-5, 1.0)
         assert cfg.halve_against == "previous"      # lm_lstm_mnist.py: old_valid_err
     imdb, _ = P.train_settings(paper, "imdb", get_row("imdb", "zforcing_aux"), 0)
     assert imdb.halve_against == "best" and not imdb.kl_anneal_all
-    assert not P.model_settings(paper, "imdb", get_row("imdb", "zforcing"),
-                                {"kind": "tokens", "x_dim": 9}).lrelu_head
+    lm = P.model_settings(paper, "imdb", get_row("imdb", "zforcing"), {"kind": "tokens", "x_dim": 9})
+    assert not (lm.lrelu_head or lm.lrelu_emb or lm.lrelu_bwd_head)
+    speech = P.model_settings(paper, "timit", get_row("timit", "zforcing"), {"kind": "audio", "x_dim": 200})
+    assert not (speech.lrelu_head or speech.lrelu_emb or speech.lrelu_bwd_head)
 
 
 def test_lrelu_head_is_refused_where_no_model_has_it(paper):
     params = _with(paper, "imdb", "model", lrelu_head=True)
     with pytest.raises(P.ParamError, match=r"^benchmarks\.imdb\.model\.lrelu_head: only the Z-Forcing"):
         P.model_settings(params, "imdb", get_row("imdb", "zforcing"), {"kind": "tokens", "x_dim": 9})
+    for key in ("lrelu_emb", "lrelu_bwd_head"):
+        with pytest.raises(P.ParamError, match=rf"^benchmarks\.imdb\.model\.{key}: only "):
+            P.model_settings(_with(paper, "imdb", "model", **{key: True}), "imdb",
+                             get_row("imdb", "zforcing"), {"kind": "tokens", "x_dim": 9})
+        with pytest.raises(P.ParamError, match=rf"^model\.{key}: expected true or false"):
+            P.checked(f"model.{key}", "yes")
+    with pytest.raises(P.ParamError, match=r"^benchmarks\.timit\.model\.lrelu_emb: only .*audio"):
+        P.model_settings(_with(paper, "timit", "model", lrelu_emb=True), "timit",
+                         get_row("timit", "zforcing"), {"kind": "audio", "x_dim": 200})
+    # the speech Z-Forcing has a backward head (model.bwd) too: its readout is allowed there
+    assert P.model_settings(_with(paper, "timit", "model", lrelu_bwd_head=True), "timit",
+                            get_row("timit", "zforcing"), {"kind": "audio", "x_dim": 200}).lrelu_bwd_head
+    with pytest.raises(ConfigError, match="lrelu_emb"):
+        ModelConfig(data="audio", lrelu_emb=True)
     with pytest.raises(P.ParamError, match="train.halve_against"):
         P.checked("train.halve_against", "worst")
     with pytest.raises(P.ParamError, match="train.kl_anneal_all"):

@@ -1,7 +1,8 @@
 """Honest comparisons on the pages: the metric's size comes from the data, the paper's values
 stand beside ours only on the paper's own corpus and task (Blizzard: the authors' row-shifted
-targets), the quirk's size comes from the run, and counts print as counts. No kernel runs
-here: the page sections are called directly."""
+targets; TIMIT: never, its numbers come from the authors' own evaluation), the quirk's size
+comes from the run, and counts print as counts. No kernel runs here: the page sections are
+called directly."""
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from test_report_pages import cell, dump
 
 PAPER = tables.load_paper()
 MNIST, BLIZZARD = tables.spec(PAPER, "mnist"), tables.spec(PAPER, "blizzard")
+TIMIT = tables.spec(PAPER, "timit")
 
 
 def infos(*protocols, comparable=True):
@@ -116,6 +118,46 @@ def test_published_block_iff_not_comparable(tmp_path, monkeypatch, mode):
     assert ("<summary>Published (other data)</summary>" in index) is not same
     compact = index[index.index("<summary>Ours"):].split("</details>")[0]
     assert ("= 3,539" in compact) is same and ("beside the paper's" in compact) is same
+
+
+@pytest.fixture(scope="module")
+def timit_manifest(tmp_path_factory):
+    """The manifest our TIMIT preparation writes (a generated LDC-like tree), marked as the
+    paper's corpus as the timit_ldc source marks it."""
+    from pipeline.datasets.audio import BadFiles
+    from pipeline.datasets.timit import prepare_from_lists
+    from test_data_timit import make_tree
+    d = tmp_path_factory.mktemp("timit")
+    m = prepare_from_lists(str(d / "raw/timit"), make_tree(d / "raw"), str(d / "prep"),
+                           dataset="timit", bad=BadFiles("error"))
+    return dict(m, source="timit_ldc", comparable=True, title_note="TIMIT (LDC93S1)")
+
+
+def test_timit_on_the_ldc_corpus_is_never_comparable(timit_manifest):
+    """Our TIMIT preparation and whole-utterance evaluation are not the authors' protocol,
+    and no switch makes them so: the gate stays shut, with its reason."""
+    assert TIMIT["paper_protocol"] and "whole utterances" in TIMIT["protocol_why"]
+    sub = frame(infos(timit_manifest["protocol"]))
+    assert tables.comparison(sub, TIMIT) == (False, TIMIT["protocol_why"])
+    # the gate is that key alone: a protocol that recorded the authors' would open it
+    assert tables.comparable(frame(infos(dict(timit_manifest["protocol"], **TIMIT["paper_protocol"]))), TIMIT)
+    assert tables.comparison(frame(infos(timit_manifest["protocol"], comparable=False)), TIMIT) == (False, "data")
+
+
+def test_timit_page_lists_the_paper_apart_with_the_reason(tmp_path, monkeypatch, timit_manifest):
+    monkeypatch.chdir(tmp_path)
+    data = {k: timit_manifest.get(k) for k in ("dataset", "source", "comparable", "title_note",
+                                                "protocol", "split_sizes")}
+    for row, b in (("rnn_gauss", -2000.0), ("zforcing", 68000.0)):
+        cell(str(tmp_path), "timit", row, 0, {"bound": b, "elbo": b - 1, "kl": 4.0,
+                                              "per_step": b / 300, "active_units": 32}, data)
+    dump(os.path.join(tmp_path, "data", "timit", "prepared", "manifest.json"), timit_manifest)
+    page = pages.Bench("timit", "eval", "models", "data", {}, "test", [0], ["rnn_gauss", "zforcing"])
+    header, table = page.header(), page.table()
+    assert "This is the paper's corpus but <b>not</b> its task" in header
+    assert "eval_timit.py" in header and "comparable with the paper's" not in header
+    assert "Published (other data)" in table and "ours − paper" not in table
+    assert "= -1,900" in table.split("Published (other data)")[1]    # the paper's RNN-Gauss, apart
 
 
 def test_quirk_percentage_follows_the_runs_numbers():

@@ -58,6 +58,43 @@ class Embedding(nn.Module):
             x = x.long()
         return self.drop(self.net(x))
 
+    def backward_path(self, x: torch.Tensor) -> torch.Tensor:
+        """What the backward RNN reads: the same embedding."""
+        return self(x)
+
+
+# lm_lstm_mnist.py: the pixel table Wemb is dim_input wide, train()'s default 200, which
+# train_lstm_mnist.py does not change
+AUTHORS_PIXEL_TABLE = 200
+
+
+class LReLUEmbedding(nn.Module):
+    """model.lrelu_emb, the authors' MNIST input embedding (lm_lstm_mnist.py): a pixel table
+    of width 200 (Wemb), then a leaky-ReLU layer to emb_dim (ff_in_lstm, lrelu of slope 1/3
+    clipped to [-3, 3]); the backward RNN reads the same table through a layer of its own
+    (ff_in_lstm_r), built only with `backward`. Dropout after the layer, as Embedding's."""
+
+    def __init__(self, emb_dim: int, dropout: float = 0.0, backward: bool = False):
+        super().__init__()
+        self.table = nn.Embedding(2, AUTHORS_PIXEL_TABLE)
+        self.proj = nn.Linear(AUTHORS_PIXEL_TABLE, emb_dim)
+        self.proj_bwd = nn.Linear(AUTHORS_PIXEL_TABLE, emb_dim) if backward else None
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(lrelu(self.proj(self.table(x.long()))))
+
+    def backward_path(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(lrelu(self.proj_bwd(self.table(x.long()))))
+
+
+def input_embedding(cfg, backward: bool = False) -> nn.Module:
+    """The model's input embedding: Embedding, or with cfg.lrelu_emb the authors' MNIST one
+    (`backward`: the model has a backward RNN, which reads it through its own layer)."""
+    if cfg.lrelu_emb:
+        return LReLUEmbedding(cfg.emb_dim, cfg.dropout, backward)
+    return Embedding(cfg.data, cfg.x_dim, cfg.emb_dim, cfg.dropout)
+
 
 def init_lstm_(w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor | None, rnn_dim: int):
     """Authors' init: input weights U(+-1/sqrt(rnn_dim)), recurrent orthogonal (per gate

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import Terms, deterministic_terms, first_input, masked_sum, output_head
-from .layers import Embedding, make_lstm
+from .layers import input_embedding, make_lstm
 from .zforcing import LReLUReadout
 
 
@@ -31,7 +31,7 @@ class RNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         r = cfg.rnn_dim
-        self.emb = Embedding(cfg.data, cfg.x_dim, cfg.emb_dim, cfg.dropout)
+        self.emb = input_embedding(cfg)          # model.lrelu_emb: the authors' MNIST embedding
         self.rnn = make_lstm(cfg.emb_dim, r)
         self.out = output_head(cfg, r)
         # model.lrelu_head: the head reads lrelu(W h_t + W' emb(x_t)) (lm_lstm_mnist.py),

@@ -20,7 +20,7 @@ from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
                    reverse_index, add_shared, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
-from .layers import (Embedding, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_,
+from .layers import (GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_, input_embedding,
                      lrelu, lstm_update, make_lstm)
 
 
@@ -36,7 +36,8 @@ class ZForcing(nn.Module):
         super().__init__()
         self.cfg = cfg
         r, e, m, z = cfg.rnn_dim, cfg.emb_dim, cfg.mlp_dim, cfg.z_dim
-        self.emb = Embedding(cfg.data, cfg.x_dim, e, cfg.dropout)
+        # model.lrelu_emb: the authors' MNIST pixel embedding, with the backward RNN's own layer
+        self.emb = input_embedding(cfg, backward=True)
         # backward LSTM over the reversed targets (inference only)
         self.bwd_rnn = make_lstm(e, r)
         self.prior = GaussianMLP(r, m, z)              # p(z_t | h_{t-1})
@@ -61,6 +62,8 @@ class ZForcing(nn.Module):
         self.readout = LReLUReadout(r, e) if cfg.lrelu_head else None
         # optional backward-likelihood head on b_t predicting x_t (--bwd)
         self.bwd_out = output_head(cfg, r) if cfg.bwd > 0 else None
+        # model.lrelu_bwd_head: that head reads lrelu(W b_t + W' emb(y_t)) (lm_lstm_mnist.py)
+        self.bwd_readout = LReLUReadout(r, e) if cfg.lrelu_bwd_head and cfg.bwd > 0 else None
 
     # -- pieces shared by training and generation ------------------------------------------
     def _input_preacts(self, ex_t: torch.Tensor) -> torch.Tensor:
@@ -85,6 +88,11 @@ class ZForcing(nn.Module):
         """What the output head reads: h_t, or with model.lrelu_head lrelu(W h_t + W' emb(x_t))."""
         return h if self.readout is None else self.readout(h, ex)
 
+    def _bwd_features(self, b: torch.Tensor, ey: torch.Tensor) -> torch.Tensor:
+        """What the backward head reads: b_t, or with model.lrelu_bwd_head
+        lrelu(W b_t + W' e(y_t)), e(y_t) the backward RNN's input at the step that made b_t."""
+        return b if self.bwd_readout is None else self.bwd_readout(b, ey)
+
     def noise_shape(self, batch: Batch):
         B, T = batch.mask.shape
         return (B, T, self.cfg.z_dim)
@@ -93,8 +101,9 @@ class ZForcing(nn.Module):
     def shared_work(self, batch: Batch):
         """What depends only on the data, time-major: b_t, the input-side LSTM
         pre-activations, the posterior's b_t share (base.py: folding samples) and the
-        input embeddings (a view, read by the output head with model.lrelu_head)."""
-        ex, ey = self.emb(batch.x), self.emb(batch.y)
+        input embeddings of both paths (views, read by the output heads with
+        model.lrelu_head and model.lrelu_bwd_head)."""
+        ex, ey = self.emb(batch.x), self.emb.backward_path(batch.y)
         # backward state b_t summarises y_t..y_T; reversing within each length keeps the
         # padding out of every real step (quirk 4 of the official code, corrected)
         rev = reverse_index(batch.mask)
@@ -103,7 +112,7 @@ class ZForcing(nn.Module):
         pre_x = self._input_preacts(ex_t)
         w_q = self.post.l1.weight
         q_b = F.linear(b_t, w_q[:, self.cfg.rnn_dim:], self.post.l1.bias)   # posterior's b_t share
-        return b_t, pre_x, q_b, ex_t
+        return b_t, pre_x, q_b, ex_t, ey.transpose(0, 1)
 
     def forward(self, batch: Batch, noise: torch.Tensor | None = None, shared=None) -> Terms:
         cfg = self.cfg
@@ -114,7 +123,7 @@ class ZForcing(nn.Module):
         if noise is None:
             noise = torch.randn(B, T, cfg.z_dim, device=mask.device, dtype=self.w_hh.weight.dtype)
         k = samples_in(noise, B)
-        b_t, pre_x, q_b, ex_t = shared or self.shared_work(batch)
+        b_t, pre_x, q_b, ex_t, ey_t = shared or self.shared_work(batch)
         tm = lambda a: a.transpose(0, 1)  # noqa: E731  batch-first -> time-major view
         eps, w_q = tm(noise), self.post.l1.weight
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
@@ -146,7 +155,8 @@ class ZForcing(nn.Module):
             aux = -gaussian_log_prob(target, torch.tanh(mu_a), lv_a).sum(-1)
 
         log_px = self.out.log_prob(self._features(H, tile(ex_t, k, 1)), tm(y))
-        bwd = -self.bwd_out.log_prob(b_t, tm(batch.x)) if self.bwd_out is not None else None
+        bwd = (-self.bwd_out.log_prob(self._bwd_features(b_t, ey_t), tm(batch.x))
+               if self.bwd_out is not None else None)
         return latent_terms(mask, log_px, mu_q, lv_q, mu_p, lv_p, Z, aux=aux, bwd_nll=tile(bwd, k, 1))
 
     # -- generation --------------------------------------------------------------------------
@@ -196,7 +206,8 @@ class ZForcing(nn.Module):
         r, mask = cfg.rnn_dim, batch.mask
         B, T = mask.shape
         rev = reverse_index(mask)
-        b = gather_time(self.bwd_rnn(gather_time(self.emb(batch.y), rev))[0], rev).transpose(0, 1)
+        b = gather_time(self.bwd_rnn(gather_time(self.emb.backward_path(batch.y), rev))[0],
+                        rev).transpose(0, 1)
         h = c = mask.new_zeros(B, r)
         x, w_z, ys = batch.x[:, 0], self._z_weight(), []
         for t in range(T):

@@ -163,14 +163,15 @@ def comparison(sub: pd.DataFrame, s: dict) -> tuple:
     cell ran on the paper's own corpus (the manifest's `comparable`) and under the protocol
     the paper's numbers came from (the table's `paper_protocol`, e.g. Blizzard's
     target_mode: faithful, the authors' row-shifted targets). why: "" when comparable,
-    "data" when the corpus is not the paper's, else the protocol values that differ."""
+    "data" when the corpus is not the paper's, else the table's `protocol_why` or the
+    protocol values that differ."""
     if not len(sub) or not all(i["data"].get("comparable") is True for i in sub["info"]):
         return False, "data"
     for key, want in (s.get("paper_protocol") or {}).items():
         used = sorted({str(((i["data"].get("protocol") or {}).get(key))) for i in sub["info"]})
         if used != [str(want)]:
-            return False, (f"the paper's numbers come from {key} {want}; this run used "
-                           f"{key} {', '.join(used)}")
+            return False, s.get("protocol_why") or (f"the paper's numbers come from {key} {want}; "
+                                                    f"this run used {key} {', '.join(used)}")
     return True, ""
 
 
