@@ -25,7 +25,7 @@ from .zforcing import LReLUReadout
 
 class RNN(nn.Module):
     exact = True
-    reads = ("rnn_dim", "emb_dim", "dropout", "output", "lrelu_head")  # as ZForcing.reads
+    reads = ("rnn_dim", "emb_dim", "dropout", "output", "lrelu_head", "lrelu_emb")  # as ZForcing.reads
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

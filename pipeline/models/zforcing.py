@@ -27,10 +27,10 @@ from .layers import (GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_
 class ZForcing(nn.Module):
     exact = False
     folds_samples = True
-    # the ModelConfig fields it reads (tests/test_model_reads.py): a training stage depends
-    # on these alone, so a change to another model key does not retrain this row
+    # the ModelConfig fields it and the trainer read (tests/test_model_reads.py): a training
+    # stage depends on these alone, so a change to another model key does not retrain this row
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
-             "use_l2", "bwd", "lrelu_head")
+             "use_l2", "bwd", "bwd_in_aux", "lrelu_head", "lrelu_emb", "lrelu_bwd_head")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
