@@ -3,7 +3,7 @@
 # at 5 seeds, in a git worktree of HEAD (.dvc/tmp/findings, sharing this repository's DVC
 # cache) on the parallel runner. Its pages, params.yaml, dvc.lock and every cell's metrics
 # land in findings/, each page naming the commit and this command; commit them to share.
-#   bash scripts/findings.sh                    # 132 min on 2 CPU cores, shared (BENCHMARKS.md)
+#   bash scripts/findings.sh                    # 95 min on 2 CPU cores (BENCHMARKS.md)
 #   python scripts/verify.py --findings         # a rerun against the committed findings
 #   bash scripts/findings.sh --pages-only       # the pages again, by this checkout's report
 #                                               # code, from the worktree's cells
