@@ -83,12 +83,16 @@ def drive(client, root: Path, plan: dag.Plan, params: dict, force: bool, retries
     from distributed import wait
     progress = Progress(total=len(plan.order), workers=workers)
     pending, settled, futures, failed = list(plan.order), set(), {}, []
-    ran = 0
+    ran = set()
     while True:
         ready = [s for s in pending if plan.deps[s] <= settled] if not failed else []
         if ready:
             pending = [s for s in pending if s not in ready]
-            todo = set(ready) if force else dag.changed(root, ready)
+            # DVC is asked (under its repository lock, seconds each time) only about stages
+            # none of whose upstream ran here: the others go straight to a worker, whose
+            # `dvc repro -s` skips them if their inputs came out the same
+            ask = [s for s in ready if not plan.deps[s] & ran]
+            todo = set(ready) if force else (set(ready) - set(ask)) | (dag.changed(root, ask) if ask else set())
             for stage in ready:
                 if stage in todo:
                     fut = client.submit(run_cell, Cell(str(root), stage, force), pure=False,
@@ -114,7 +118,8 @@ def drive(client, root: Path, plan: dag.Plan, params: dict, force: bool, retries
                 failed.append(stage)
                 continue
             settled.add(stage)
-            ran += res["ran"]
+            if res["ran"]:
+                ran.add(stage)
             progress.finish(stage, res["seconds"] if res["ran"] else None)
         progress.running = _running(root)
         print(progress.line(pending), flush=True)
@@ -122,8 +127,8 @@ def drive(client, root: Path, plan: dag.Plan, params: dict, force: bool, retries
         print(f"error: {len(failed)} stage(s) failed ({', '.join(failed)}); finished stages are "
               f"recorded: run the same command again to go on", file=sys.stderr)
         return 1
-    print(f"runner: {ran} stage(s) ran, {len(plan.order) - ran} up to date or restored by DVC",
-          flush=True)
+    print(f"runner: {len(ran)} stage(s) ran, {len(plan.order) - len(ran)} up to date or restored "
+          "by DVC", flush=True)
     return 0
 
 
