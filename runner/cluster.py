@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.gpus import visible_gpus
+
 RESOURCE = "slot"
 
 
@@ -40,9 +42,9 @@ def _sections(params: dict, name: str) -> list[dict]:
 
 
 def gpu_count() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_gpus()
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
+        return len(visible)
     if not shutil.which("nvidia-smi"):
         return 0
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)

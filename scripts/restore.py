@@ -3,9 +3,8 @@
     python scripts/restore.py
 
 An experiment (`dvc exp run`, or `dvc repro` on an edited params.yaml) rewrites files in
-git (params.yaml, dvc.lock, each cell's metrics.json, the tables' files under metrics/, the
-pages under reports/, the .gitignore entries DVC adds for new cells) and outputs in DVC's
-cache (models, data, eval's other files). This script restores the first from git,
+git (params.yaml, dvc.lock, the tables' files under metrics/, the pages under reports/, the
+.gitignore entries DVC adds for new cells) and outputs in DVC's cache (models, data, eval). This script restores the first from git,
 removes the outputs of cells the commit does not have (a seed or row added by the
 experiment; DVC's cache and the experiment's own commit keep them), then `dvc checkout`s
 the rest. Your code and conf/ are left alone. Nothing is retrained.

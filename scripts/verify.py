@@ -4,7 +4,9 @@
     python scripts/verify.py      # compare with the committed run (--rev to pick another)
     python scripts/verify.py --findings   # a rerun of scripts/findings.sh, within tolerances
 
-First, each metrics file of the commit is checked against the hash its own dvc.lock records
+The committed numbers are the tables' `metrics/<bench>_cells.json` (summarize@<bench>
+writes them from every cell's eval/<bench>/<row>/s<seed>/metrics.json, which lives in DVC's
+cache). First, each of them is checked against the hash its own commit's dvc.lock records
 for it: a number edited by hand after the run (and committed) is not the run's result, and
 comparing with it would prove nothing. Exit status 1 names each such file.
 
@@ -43,20 +45,25 @@ class Unreadable(Exception):
     """A metrics file or dvc.lock that cannot be parsed: the message is the whole report."""
 
 
-def numbers(files: dict, where: str = "") -> dict:
-    """{metrics file: its JSON bytes} -> {(file, metric): value}, numbers only."""
+def numbers(cells: dict) -> dict:
+    """{cell's metrics file: its metrics} -> {(file, metric): value}, numbers only."""
+    return {(path, key): float(value) for path, metrics in cells.items() for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def cell_numbers(files: dict, where: str = "") -> dict:
+    """{table file (metrics/<b>_cells.json): its JSON bytes} -> {(cell, metric): value}."""
     out = {}
     for path, raw in files.items():
         try:
-            metrics = json.loads(raw)
+            cells = json.loads(raw)
         except ValueError as err:  # bad UTF-8 too
             raise Unreadable(f"{path}{where} is not JSON ({err}); restore it with `git checkout "
                              f"-- {path}` or rerun its stage") from None
-        if not isinstance(metrics, dict):
-            raise Unreadable(f"{path}{where}: expected a JSON object of metrics, got {type(metrics).__name__}")
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[(path, key)] = float(value)
+        if not (isinstance(cells, dict) and all(isinstance(m, dict) for m in cells.values())):
+            raise Unreadable(f"{path}{where}: expected a JSON object of cells' metrics; restore it "
+                             f"with `git checkout -- {path}` or rerun its stage")
+        out.update(numbers(cells))
     return out
 
 
@@ -72,10 +79,19 @@ def git_show(rev: str, path: str) -> bytes:
     return git("show", f"{rev}:{path}")
 
 
-def committed_metrics(rev: str) -> dict:
-    """Every eval/**/metrics.json in git at `rev` (they are in git: cache: false)."""
-    names = git("ls-tree", "-r", "--name-only", rev, "--", "eval").decode().split()
-    return {n: git_show(rev, n) for n in names if n.endswith("/metrics.json")}
+def committed_tables(rev: str) -> dict:
+    """{metrics/<b>.json and metrics/<b>_cells.json: their bytes} in git at `rev`."""
+    names = git("ls-tree", "--name-only", rev, "--", "metrics/").decode().split()
+    return {n: git_show(rev, n) for n in names if n.endswith(".json")}
+
+
+def cells_only(files: dict) -> dict:
+    return {n: raw for n, raw in files.items() if n.endswith("_cells.json")}
+
+
+def workspace_cells() -> dict:
+    """{metrics/<b>_cells.json: its bytes} of the rerun in the working directory."""
+    return {p.as_posix(): p.read_bytes() for p in sorted(Path("metrics").glob("*_cells.json"))}
 
 
 def workspace_metrics(root=".") -> dict:
@@ -96,7 +112,7 @@ def recorded_md5(lock: bytes, where: str) -> dict:
 
 
 def not_as_recorded(files: dict, lock: bytes, where: str) -> list[str]:
-    """The metrics files whose bytes differ from the md5 dvc.lock records for them."""
+    """The files whose bytes differ from the md5 dvc.lock records for them."""
     md5 = recorded_md5(lock, where)
     return [p for p, raw in files.items() if p in md5 and hashlib.md5(raw).hexdigest() != md5[p]]
 
@@ -183,8 +199,7 @@ def collect_findings(run: str) -> None:
 def findings_numbers(raw: bytes, where: str) -> dict:
     """findings/metrics.json ({metrics file: its metrics}) -> {(file, metric): value}."""
     try:
-        cells = json.loads(raw)
-        return numbers({path: json.dumps(m) for path, m in cells.items()}, where)
+        return numbers(json.loads(raw))
     except (ValueError, AttributeError) as err:
         raise Unreadable(f"findings/metrics.json{where} is not the findings run's metrics "
                          f"({type(err).__name__}); rerun `bash scripts/findings.sh`") from None
@@ -208,21 +223,25 @@ def verify_findings(rev: str) -> int:
 
 
 def verify(rev: str) -> int:
-    committed, now = committed_metrics(rev), workspace_metrics()
-    before, after = numbers(committed, f" at {rev}"), numbers(now, " in the workspace")  # readable?
+    tables = committed_tables(rev)
+    committed, now = cells_only(tables), workspace_cells()
+    if not committed:
+        raise Unreadable(f"{rev} has no metrics/<bench>_cells.json (a run recorded before they "
+                         "existed?): pass a later commit with --rev")
+    before, after = cell_numbers(committed, f" at {rev}"), cell_numbers(now, " in the workspace")  # readable?
     # the committed run must be what its dvc.lock says; the rerun in the workspace is what
     # is being checked, so its numbers are compared, not trusted or refused
-    edited = not_as_recorded(committed, git_show(rev, "dvc.lock"), f" at {rev}")
+    edited = not_as_recorded(tables, git_show(rev, "dvc.lock"), f" at {rev}")
     for path in edited:
         print(f"{path} at {rev} is not the file its dvc.lock records (edited after the run?): "
               "its numbers are not the run's", file=sys.stderr)
     if edited:
         return 1
-    # metrics.json files are in git (cache: false), so a hand-edited number shows here too
-    diff = subprocess.run(["git", "diff", "--quiet", rev, "--", "dvc.lock", "reports", "eval"])
+    # dvc.lock holds every cell's hash; metrics/ is in git, so a hand-edited number shows too
+    diff = subprocess.run(["git", "diff", "--quiet", rev, "--", "dvc.lock", "reports", "metrics"])
     if diff.returncode == 0:
-        print(f"byte for byte: dvc.lock, reports/ and the metrics match {rev}, and each metrics "
-              "file is the one its dvc.lock records")
+        print(f"byte for byte: dvc.lock, reports/ and metrics/ match {rev}, and each table's "
+              "cells file is the one its dvc.lock records")
         return 0
     table = compare(before, after)
     if table.empty:

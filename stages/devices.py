@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.gpus import visible_gpus
 
 LOCK_DIR_ENV = "ZF_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/zforcing-gpus"
@@ -51,7 +52,7 @@ def lock_dir() -> Path:
 
 def gpu_names(n_devices: int) -> list[str]:
     """Stable names of the n visible GPUs: CUDA_VISIBLE_DEVICES entries, else indices."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    visible = visible_gpus() or []
     return visible[:n_devices] if len(visible) >= n_devices else [str(i) for i in range(n_devices)]
 
 

@@ -55,7 +55,10 @@ def handoff(module: str, kernels: dict) -> None:
     # the environment this process started with: the child pins its kernels itself
     outer = dict(os.environ)
     for k, v in kernels["outer"].items():
-        outer.pop(k, None) if v is None else outer.__setitem__(k, v)
+        if v is None:
+            outer.pop(k, None)
+        else:
+            outer[k] = v
     body = json.dumps({"module": module, "argv": sys.argv[1:], "cwd": os.getcwd(),
                        "env": outer, "switches": switches()}).encode()
     socket.send_fds(conn, [HEADER.pack(len(body)) + body], [0, 1, 2])

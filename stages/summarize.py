@@ -8,12 +8,16 @@ beta_rows x seeds):
                               NLL or perplexity (the `quantity` of the table in
                               pipeline/report/paper_numbers.yaml); what `dvc exp show` and
                               `dvc metrics diff` list, one number a cell
+  metrics/<bench>_cells.json  {eval/<bench>/<row>/s<seed>/metrics.json: every number of that
+                              file}: the table's cells in git (the per-cell files are in DVC's
+                              cache), which scripts/verify.py compares; not a DVC metric, so
+                              `dvc exp show` stays one column a cell
   metrics/<bench>_valid/<row>.tsv
                               the row's validation ELBO (nats / seq) at each validation
                               update, mean over its seeds; versioned with the experiment, so
                               `dvc plots diff` draws one experiment's curves over another's
-Every other number of a cell stays in eval/<bench>/<row>/s<seed>/ (metrics.json, info.json)
-and models/<bench>/<row>/s<seed>/history.json.
+The rest of a cell stays in eval/<bench>/<row>/s<seed>/info.json and
+models/<bench>/<row>/s<seed>/history.json.
 """
 from __future__ import annotations
 
@@ -27,12 +31,23 @@ from stages import params as P
 from stages.common import run, write_json
 
 
-def headline(eval_dir: str, bench: str, rows: list, seeds: list, quantity: str) -> dict:
+def cells(eval_dir: str, bench: str, rows: list, seeds: list) -> dict:
+    """{eval/<bench>/<row>/s<seed>/metrics.json: its numbers}, in the order asked for."""
     out = {}
     for row in rows:
         for seed in seeds:
+            name = f"eval/{bench}/{row}/s{seed}/metrics.json"
             with open(os.path.join(eval_dir, bench, row, f"s{seed}", "metrics.json")) as f:
-                out.setdefault(row, {})[f"s{seed}"] = json.load(f)[quantity]
+                out[name] = json.load(f)
+    return out
+
+
+def headline(cells: dict, quantity: str) -> dict:
+    """{row: {s<seed>: the cell's `quantity`}} from cells()."""
+    out = {}
+    for name, metrics in cells.items():
+        _, _, row, seed, _ = name.split("/")
+        out.setdefault(row, {})[seed] = metrics[quantity]
     return out
 
 
@@ -60,8 +75,9 @@ def main():
     params = P.read(args.params)
     rows, seeds = list(P.table_rows(params, args.bench)), P.seeds(params)
     quantity = spec(load_paper(), args.bench)["quantity"]
-    write_json(os.path.join(args.out, f"{args.bench}.json"),
-               headline(args.eval_dir, args.bench, rows, seeds, quantity))
+    table = cells(args.eval_dir, args.bench, rows, seeds)
+    write_json(os.path.join(args.out, f"{args.bench}.json"), headline(table, quantity))
+    write_json(os.path.join(args.out, f"{args.bench}_cells.json"), table)
     curves = os.path.join(args.out, f"{args.bench}_valid")
     tmp = tempfile.mkdtemp(prefix=f".{args.bench}_valid-", dir=args.out)
     try:

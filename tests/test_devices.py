@@ -166,3 +166,12 @@ def test_without_gpus_auto_is_cpu_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "running on CPU" in err and err.count("\n") == 1
     assert devices.claim_for_ranks("auto", 2) == {}
+
+
+def test_visible_gpus_reads_cuda_visible_devices_as_cuda_does():
+    """One reader for the runner's GPU count and the stages' lock names; "-1" hides the rest."""
+    from pipeline.gpus import visible_gpus
+    assert visible_gpus({}) is None
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0, 1"}) == ["0", "1"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-ab,-1,3"}) == ["GPU-ab"]

@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# each cell writes a cached model, an eval folder with its metrics.json in git, and a
-# report page in git: the same kinds of outputs as the real pipeline
+# each cell writes a cached model and a cached eval folder; a summary writes a headline
+# metric and every cell's numbers to git, and a report page in git: the same kinds of
+# outputs as the real pipeline
 STEP = """\
 import json, pathlib, sys, yaml
 job, seed = sys.argv[1], sys.argv[2:] and sys.argv[2]
@@ -23,6 +24,11 @@ elif job == "evaluate":
     pathlib.Path(f"eval/s{seed}").mkdir(parents=True, exist_ok=True)
     pathlib.Path(f"eval/s{seed}/info.txt").write_text("model " + seed)
     pathlib.Path(f"eval/s{seed}/metrics.json").write_text(json.dumps({"bound": w}))
+elif job == "summarize":
+    pathlib.Path("metrics").mkdir(exist_ok=True)
+    cells = {p.as_posix(): json.loads(p.read_text()) for p in sorted(pathlib.Path("eval").glob("*/metrics.json"))}
+    pathlib.Path("metrics/table_cells.json").write_text(json.dumps(cells))
+    pathlib.Path("metrics/table.json").write_text(json.dumps({k: v["bound"] for k, v in cells.items()}))
 else:
     pathlib.Path("reports").mkdir(exist_ok=True)
     pathlib.Path("reports/index.html").write_text(f"w = {w}")
@@ -44,8 +50,15 @@ stages:
       - models/s${item.seed}
     outs:
       - eval/s${item.seed}/info.txt
+      - eval/s${item.seed}/metrics.json
+  summarize:
+    cmd: python step.py summarize
+    deps: [eval]
     metrics:
-      - eval/s${item.seed}/metrics.json:
+      - metrics/table.json:
+          cache: false
+    outs:
+      - metrics/table_cells.json:
           cache: false
   report:
     cmd: python step.py report

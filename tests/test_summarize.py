@@ -1,5 +1,5 @@
-"""summarize@<bench>: one headline number a cell, and each row's validation curve averaged
-over the seeds that validated at the same updates."""
+"""summarize@<bench>: one headline number a cell, every number of every cell in one file, and
+each row's validation curve averaged over the seeds that validated at the same updates."""
 import json
 import subprocess
 import sys
@@ -36,6 +36,10 @@ def test_headline_per_cell_and_curves_per_row(tmp_path):
     # MNIST's headline is the NLL (pipeline/report/paper_numbers.yaml: quantity)
     assert json.loads((tmp_path / "metrics/mnist.json").read_text()) == {
         "lstm": {"s0": 80.0, "s1": 82.0}, "zforcing_aux": {"s0": 79.5, "s1": 81.5}}
+    # every number of each cell asked for, keyed by its file: what scripts/verify.py compares
+    cells = json.loads((tmp_path / "metrics/mnist_cells.json").read_text())
+    assert sorted(cells) == [f"eval/mnist/{r}/s{s}/metrics.json" for r in ("lstm", "zforcing_aux") for s in (0, 1)]
+    assert cells["eval/mnist/lstm/s1/metrics.json"] == {"bound": -82.0, "nll": 82.0, "kl": 1.0}
     curves = tmp_path / "metrics/mnist_valid"
     assert sorted(p.name for p in curves.iterdir()) == ["lstm.tsv", "zforcing_aux.tsv"]
     assert (curves / "lstm.tsv").read_text() == \

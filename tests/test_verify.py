@@ -17,7 +17,9 @@ spec.loader.exec_module(verify)
 
 def test_compare_applies_each_metrics_tolerance():
     f = "eval/timit/zforcing/s0/metrics.json"
-    committed = verify.numbers({f: '{"bound": -1000.0, "kl": 5.0, "active_units": 10, "note": "x"}'})
+    table = {"metrics/timit_cells.json": json.dumps({f: {"bound": -1000.0, "kl": 5.0, "active_units": 10,
+                                                         "note": "x"}})}
+    committed = verify.cell_numbers(table)
     assert set(committed) == {(f, "bound"), (f, "kl"), (f, "active_units")}  # numbers only
     within = {(f, "bound"): -1019.0, (f, "kl"): 6.4, (f, "active_units"): 12}
     assert verify.compare(committed, within)["ok"].all()
@@ -35,16 +37,19 @@ def git(repo, *args):
 
 @pytest.fixture
 def run_repo(tmp_path, monkeypatch):
-    """A committed run: two metrics files and the dvc.lock that records their md5."""
-    files = {f"eval/timit/{row}/s0/metrics.json": json.dumps({"bound": -1000.0 - i, "kl": 5.0}).encode()
+    """A committed run: a table's cells file and headline file (summarize's), and the
+    dvc.lock that records their md5."""
+    cells = {f"eval/timit/{row}/s0/metrics.json": {"bound": -1000.0 - i, "kl": 5.0}
              for i, row in enumerate(("rnn_gauss", "zforcing"))}
+    files = {"metrics/timit_cells.json": json.dumps(cells, indent=1).encode(),
+             "metrics/timit.json": json.dumps({"rnn_gauss": {"s0": -1000.0}, "zforcing": {"s0": -1001.0}}).encode()}
+    (tmp_path / "metrics").mkdir()
     for path, raw in files.items():
-        (tmp_path / path).parent.mkdir(parents=True)
         (tmp_path / path).write_bytes(raw)
     outs = [{"path": p, "hash": "md5", "md5": hashlib.md5(raw).hexdigest(), "size": len(raw)}
             for p, raw in files.items()]
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "evaluate": {"cmd": "true", "outs": outs}, "report": {"cmd": "true", "outs": [
+        "summarize@timit": {"cmd": "true", "outs": outs}, "report": {"cmd": "true", "outs": [
             {"path": "reports", "hash": "md5", "md5": "0" * 32 + ".dir"}]}}}))
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
@@ -61,25 +66,26 @@ def test_an_untouched_run_is_byte_for_byte(run_repo, capsys):
 def test_committed_metrics_edited_after_the_run_are_refused(run_repo, capsys):
     """A number edited and committed with dvc.lock untouched is not the run's;
     the workspace equals the commit, yet verify fails and names the file."""
-    f = run_repo / "eval/timit/zforcing/s0/metrics.json"
-    f.write_text(f.read_text().replace("-1001.0", "-900.0"))
+    for name in ("metrics/timit_cells.json", "metrics/timit.json"):  # the cell, and its headline
+        f = run_repo / name
+        f.write_text(f.read_text().replace("-1001.0", "-900.0"))
     git(run_repo, "commit", "-qam", "better number")
     assert verify.main([]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err == ["eval/timit/zforcing/s0/metrics.json at HEAD is not the file its dvc.lock "
-                   "records (edited after the run?): its numbers are not the run's"]
+    assert err == [f"{name} at HEAD is not the file its dvc.lock records (edited after the run?): "
+                   "its numbers are not the run's" for name in ("metrics/timit.json", "metrics/timit_cells.json")]
     # against the run before the edit, the edited file is a rerun that moved beyond tolerance
     assert verify.main(["--rev", "HEAD~1"]) == 1
     assert "not byte for byte: 1 of 4 metrics differ from HEAD~1, 1 beyond tolerance" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff"])
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff", '{"a": 1}'])
 def test_an_unreadable_metrics_file_is_one_line(run_repo, capsys, text):
-    f = run_repo / "eval/timit/rnn_gauss/s0/metrics.json"
+    f = run_repo / "metrics/timit_cells.json"
     f.write_bytes(text.encode("latin-1"))
     assert verify.main([]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("error: eval/timit/rnn_gauss/s0/metrics.json in the workspace")
+    assert len(err) == 1 and err[0].startswith("error: metrics/timit_cells.json in the workspace")
 
 
 def test_an_unreadable_lock_or_revision_is_one_line(run_repo, capsys):
@@ -91,6 +97,12 @@ def test_an_unreadable_lock_or_revision_is_one_line(run_repo, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["error: dvc.lock at HEAD is not a DVC lock file (ParserError); restore it with "
                    "`git checkout -- dvc.lock`"]
+    git(run_repo, "rm", "-rq", "metrics")  # a run recorded before the cells files existed
+    git(run_repo, "commit", "-qm", "no cells")
+    assert verify.main([]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: HEAD has no metrics/<bench>_cells.json (a run recorded before they existed?): "
+        "pass a later commit with --rev"]
 
 
 def test_findings_rerun_is_checked_within_tolerance(tmp_path, monkeypatch, capsys):
@@ -127,7 +139,7 @@ def test_a_rerun_with_other_params_names_the_keys_that_differ(run_repo, capsys):
     (run_repo / "params.yaml").write_text(yaml.safe_dump({"seeds": [0], "train": {"lr": 0.001, "beta1": 0.9}}))
     git(run_repo, "add", "params.yaml")
     git(run_repo, "commit", "-qm", "params")
-    f = run_repo / "eval/timit/zforcing/s0/metrics.json"
+    f = run_repo / "metrics/timit_cells.json"
     f.write_text(f.read_text().replace("-1001.0", "-900.0"))
     assert verify.main([]) == 1
     assert "params.yaml differs" not in capsys.readouterr().out  # same params: no hint

@@ -44,8 +44,8 @@ def spec(paper: dict, bench: str) -> dict:
 def load_cells(eval_dir: str, rows: dict, seeds: list) -> pd.DataFrame:
     """The cells params.yaml asks for ({bench: [row, ...]} x seeds) that have been evaluated.
 
-    Only those: a clone holds the committed metrics.json of every cell of the default run
-    (they are in git), and a profile with other rows or seeds must not show them.
+    Only those: a workspace keeps the cells of an earlier profile or experiment (DVC leaves
+    the outputs of stages the pipeline no longer has), and a page must not show them.
     """
     recs = []
     for bench, names in rows.items():
