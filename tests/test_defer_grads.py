@@ -47,6 +47,7 @@ def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, fla
     noise = torch.randn(model.noise_shape(batch), generator=torch.Generator().manual_seed(1),
                         dtype=torch.float64)
     got = {}
+    model.defer_min_numel = 0  # every weight the loop reads, whatever its size
     for defer in (False, True):
         model.defer_grads = defer
         model.zero_grad(set_to_none=True)
@@ -65,6 +66,17 @@ def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, fla
     for name, g in plain.items():
         assert torch.allclose(deferred[name], g, rtol=1e-10, atol=1e-12 * g.abs().max()), name
     assert plain["w_hh.weight"].abs().sum() > 0
+
+
+def test_only_weights_of_the_minimum_size_are_deferred(tiny_model_cfg):
+    model = build_model(tiny_model_cfg)
+    batch = _batch(dtype=torch.float32)
+    # w_h is (4 * 16 + 8) x 16 = 1152 elements, z's weight into the LSTM 64 x 8 = 512, the
+    # posterior's second layer 8 x 8 and z's projection 8 x 4: fewer
+    for min_numel, deferred in ((512, 2), (1153, 0), (type(model).defer_min_numel, 0)):
+        model.defer_min_numel = min_numel
+        nodes = _graph_nodes(model(batch).kl.sum().grad_fn)
+        assert nodes.count("_DeferredLinearBackward") == deferred * 6, min_numel
 
 
 def test_unreached_steps_and_plain_paths():
@@ -94,7 +106,7 @@ def test_trainer_step_with_deferred_gradients(tiny_model_cfg):
     for defer in (False, True):
         torch.manual_seed(0)
         model = build_model(tiny_model_cfg)
-        model.defer_grads = defer
+        model.defer_grads, model.defer_min_numel = defer, 0
         step = Stepper(model, make_optimizer(model, cfg), cfg, "cpu")
         gen = torch.Generator().manual_seed(2)
         for _ in range(2):

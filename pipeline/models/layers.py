@@ -195,7 +195,7 @@ class _DeferredLinear(torch.autograd.Function):
     def backward(ctx, g):
         ctx.stash["g"][ctx.t] = g
         gx = g.matmul(ctx.stash["w"]) if ctx.needs_input_grad[0] else None
-        return gx, g.new_zeros(()), None, None
+        return gx, None, None, None
 
 
 class _CollectGrads(torch.autograd.Function):

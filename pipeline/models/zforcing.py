@@ -32,8 +32,11 @@ class ZForcing(nn.Module):
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
              "use_l2", "bwd", "bwd_in_aux", "lrelu_head", "lrelu_emb", "lrelu_bwd_head")
     # the step loop's weight gradients: one product after the loop (layers.StepLinear), or
-    # step by step (False: plain autograd, for tests and benchmarks/train_speed.py)
+    # step by step (False: plain autograd, for tests and benchmarks/train_speed.py). Only for
+    # weights of at least defer_min_numel elements: below that, on the CPUs measured, the
+    # deferral's per-step Python cost exceeds what the single product saves (docs/model.md)
     defer_grads = True
+    defer_min_numel = 2 ** 18
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -84,14 +87,16 @@ class ZForcing(nn.Module):
     def _step_linears(self, w_h: torch.Tensor | None = None, defer: bool = False) -> dict:
         """The weights every step reads after the fused h_{t-1} product `w_h`, as
         StepLinear: with `defer`, each one's gradient is one product after the loop."""
-        lin = lambda layer: StepLinear(layer.weight, layer.bias, defer)  # noqa: E731
-        step = {"q2": lin(self.post.l2)}
+        def lin(weight, bias=None):
+            return StepLinear(weight, bias, defer and weight.numel() >= self.defer_min_numel)
+        step = {"q2": lin(self.post.l2.weight, self.post.l2.bias)}
         if w_h is not None:
-            step["h"] = StepLinear(w_h, None, defer)
+            step["h"] = lin(w_h)
         if self.cfg.cond_ln:
-            step["ln1"], step["ln2"] = lin(self.z_ln[0]), lin(self.z_ln[2])
+            step["ln1"] = lin(self.z_ln[0].weight, self.z_ln[0].bias)
+            step["ln2"] = lin(self.z_ln[2].weight, self.z_ln[2].bias)
         else:
-            step["zp"], step["wz"] = lin(self.z_proj), StepLinear(self._z_weight(), None, defer)
+            step["zp"], step["wz"] = lin(self.z_proj.weight, self.z_proj.bias), lin(self._z_weight())
         return step
 
     def _gates(self, pre_x, hh, z, step: dict, t: int):
