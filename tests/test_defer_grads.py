@@ -12,12 +12,23 @@ from pipeline.models import build_model
 from pipeline.models.layers import StepLinear
 from pipeline.train import Stepper, make_optimizer
 
-FLAGS = [{}, {"cond_ln": True}, {"z_force": False, "use_l2": True}, {"bwd": 0.5}]
+# (model, flags, weights its step loop reads at every step): Z-Forcing's w_h, posterior's
+# second layer and z's two layers into the LSTM; VRNN's phi_z share of the input weights,
+# [posterior; W_hh] on g_t, posterior's second layer, phi_z; SRNN's z_{t-1} product and the
+# two second layers; the language model's w_h, posterior's second layer, W_1 and W_2
+CASES = [("zforcing", {}, 4), ("zforcing", {"cond_ln": True}, 4),
+         ("zforcing", {"z_force": False, "use_l2": True}, 4), ("zforcing", {"bwd": 0.5}, 4),
+         ("vrnn", {}, 4), ("vrnn_i", {}, 4), ("srnn", {}, 3),
+         ("zforcing_lm", {"data": "tokens", "x_dim": 12, "bwd": 0.5}, 4)]
+T = 6
 
 
-def _batch(B=3, T=6, D=4, lengths=(6, 4, 5), dtype=torch.float64):
+def _batch(B=3, D=4, lengths=(6, 4, 5), dtype=torch.float64, tokens=False):
     g = torch.Generator().manual_seed(0)
     mask = (torch.arange(T) < torch.tensor(lengths).unsqueeze(1)).to(dtype)
+    if tokens:
+        return Batch(torch.randint(1, 12, (B, T), generator=g),
+                     torch.randint(1, 12, (B, T), generator=g), mask)
     return Batch(torch.randn(B, T, D, generator=g, dtype=dtype),
                  torch.randn(B, T, D, generator=g, dtype=dtype), mask)
 
@@ -39,11 +50,11 @@ def _graph_nodes(root) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("flags", FLAGS)
-def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, flags):
+@pytest.mark.parametrize("name, flags, per_step", CASES)
+def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, name, flags, per_step):
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(tiny_model_cfg, **flags)).double()
-    batch = _batch()
+    model = build_model(dataclasses.replace(tiny_model_cfg, name=name, **flags)).double()
+    batch = _batch(tokens="data" in flags)
     noise = torch.randn(model.noise_shape(batch), generator=torch.Generator().manual_seed(1),
                         dtype=torch.float64)
     got = {}
@@ -53,10 +64,9 @@ def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, fla
         model.zero_grad(set_to_none=True)
         loss = _loss(model, batch, noise)
         nodes = _graph_nodes(loss.grad_fn)
-        # four weights read at every step (w_h, the posterior's second layer, and z's two
-        # layers into the LSTM), each deferred at each of the 6 steps, or none at all
-        assert nodes.count("_DeferredLinearBackward") == (4 * 6 if defer else 0)
-        assert nodes.count("_CollectGradsBackward") == (4 if defer else 0)
+        # each weight deferred at each step, or none at all
+        assert nodes.count("_DeferredLinearBackward") == (per_step * T if defer else 0)
+        assert nodes.count("_CollectGradsBackward") == (per_step if defer else 0)
         loss.backward()
         got[defer] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
                                       if p.grad is not None})
@@ -65,7 +75,7 @@ def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, fla
     assert plain.keys() == deferred.keys()
     for name, g in plain.items():
         assert torch.allclose(deferred[name], g, rtol=1e-10, atol=1e-12 * g.abs().max()), name
-    assert plain["w_hh.weight"].abs().sum() > 0
+    assert all(plain[n].abs().sum() > 0 for n in ("post.l2.weight", "post.l2.bias")), name
 
 
 def test_only_weights_of_the_minimum_size_are_deferred(tiny_model_cfg):
@@ -76,7 +86,7 @@ def test_only_weights_of_the_minimum_size_are_deferred(tiny_model_cfg):
     for min_numel, deferred in ((512, 2), (1153, 0), (type(model).defer_min_numel, 0)):
         model.defer_min_numel = min_numel
         nodes = _graph_nodes(model(batch).kl.sum().grad_fn)
-        assert nodes.count("_DeferredLinearBackward") == deferred * 6, min_numel
+        assert nodes.count("_DeferredLinearBackward") == deferred * T, min_numel
 
 
 def test_unreached_steps_and_plain_paths():

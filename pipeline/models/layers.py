@@ -150,6 +150,21 @@ def cond_ln_hidden(pre_h: torch.Tensor, gain_shift: torch.Tensor) -> torch.Tenso
     return layer_norm(pre_h) * (1.0 + g) + s
 
 
+class DeferredStepGrads:
+    """For a model with a step loop: `step_linear` gives the loop's StepLinear for a weight,
+    deferred when `defer_grads` is on and the weight has at least `defer_min_numel`
+    elements. Below that, on the CPUs measured, the deferral's per-step Python cost exceeds
+    what the single product saves (docs/model.md). Tests and benchmarks/train_speed.py set
+    both on an instance."""
+    defer_grads = True
+    defer_min_numel = 2 ** 18
+
+    def step_linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                    defer: bool = True) -> "StepLinear":
+        return StepLinear(weight, bias, defer and self.defer_grads
+                          and weight.numel() >= self.defer_min_numel)
+
+
 class StepLinear:
     """x_t W^T + b inside a step loop, step t given by the caller (docs/model.md, "Weight
     gradients of the step loops").

@@ -20,23 +20,17 @@ from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
                    reverse_index, add_shared, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
-from .layers import (GaussianMLP, LayerNormLSTMInput, StepLinear, cond_ln_hidden, init_lstm_,
-                     input_embedding, lrelu, lstm_update, make_lstm)
+from .layers import (DeferredStepGrads, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden,
+                     init_lstm_, input_embedding, lrelu, lstm_update, make_lstm)
 
 
-class ZForcing(nn.Module):
+class ZForcing(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
     # the ModelConfig fields it and the trainer read (tests/test_model_reads.py): a training
     # stage depends on these alone, so a change to another model key does not retrain this row
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
              "use_l2", "bwd", "bwd_in_aux", "lrelu_head", "lrelu_emb", "lrelu_bwd_head")
-    # the step loop's weight gradients: one product after the loop (layers.StepLinear), or
-    # step by step (False: plain autograd, for tests and benchmarks/train_speed.py). Only for
-    # weights of at least defer_min_numel elements: below that, on the CPUs measured, the
-    # deferral's per-step Python cost exceeds what the single product saves (docs/model.md)
-    defer_grads = True
-    defer_min_numel = 2 ** 18
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -88,7 +82,7 @@ class ZForcing(nn.Module):
         """The weights every step reads after the fused h_{t-1} product `w_h`, as
         StepLinear: with `defer`, each one's gradient is one product after the loop."""
         def lin(weight, bias=None):
-            return StepLinear(weight, bias, defer and weight.numel() >= self.defer_min_numel)
+            return self.step_linear(weight, bias, defer)
         step = {"q2": lin(self.post.l2.weight, self.post.l2.bias)}
         if w_h is not None:
             step["h"] = lin(w_h)
@@ -151,7 +145,7 @@ class ZForcing(nn.Module):
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
         b_k, mask, y, B = tile(b_t, k, 1), tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
-        step = self._step_linears(w_h, self.defer_grads)
+        step = self._step_linears(w_h, defer=True)
 
         h = c = mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
