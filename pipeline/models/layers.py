@@ -153,7 +153,7 @@ def cond_ln_hidden(pre_h: torch.Tensor, gain_shift: torch.Tensor) -> torch.Tenso
 class DeferredStepGrads:
     """For a model with a step loop: `step_linear` gives the loop's StepLinear for a weight,
     deferred when `defer_grads` is on and the weight has at least `defer_min_numel`
-    elements. Below that, on the CPUs measured, the deferral's per-step Python cost exceeds
+    elements. Below that, on the CPU measured, the deferral's per-step Python cost exceeds
     what the single product saves (docs/model.md). Tests and benchmarks/train_speed.py set
     both on an instance."""
     defer_grads = True
@@ -186,8 +186,9 @@ class StepLinear:
         if self.defer:
             self.stash = {"w": weight.detach(), "b": None if bias is None else bias.detach(),
                           "x": {}, "g": {}}
-            # produced from W and b, read by every step: autograd runs its backward (the one
-            # product) only once each step's backward has fed it its gradient
+            # made from W and b and read by every step: autograd counts those edges and runs
+            # its backward (the one product) only after every step's backward, even though
+            # the steps return no gradient for it (a zero would cost an addition a step)
             self.token = _CollectGrads.apply(self.stash, weight, bias)
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
