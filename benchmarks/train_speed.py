@@ -4,14 +4,20 @@ for the eager, compiled and graphed training step.
     python benchmarks/train_speed.py --config small --paths eager compiled --threads 1
     python benchmarks/train_speed.py --config timit blizzard --paths eager compiled graphed --device cuda
     python benchmarks/train_speed.py --config small --profile          # where the time goes
+    python benchmarks/train_speed.py --config timit --paths eager eager-nodefer --clock thread
 
 Times the full step the trainer runs (forward, backward, clipping, fused Adam with the
 on-device skip flag) on random audio-shaped batches. Paths: eager (train.compile=off),
-compiled (train.compile=default), graphed (train.compile=max: CUDA graphs, CUDA only).
+compiled (train.compile=default), graphed (train.compile=max: CUDA graphs, CUDA only);
+eager-nodefer is eager with the step loop's weight gradients computed step by step
+(ZForcing.defer_grads off; docs/model.md, "Weight gradients of the step loops").
 Every path gets its own identically initialised model; after each path's first update
 (its compile, reported as compile_s) and warm-up, the paths are timed in alternating
 blocks of --updates updates, --repeats rounds, and the fastest block is reported: on a
-shared machine the minimum is the least disturbed figure. One JSON line per path.
+shared machine the minimum is the least disturbed figure. `--clock thread` times this
+thread's CPU time (time.thread_time) instead of wall time: other processes' load stays out
+(CPU, --threads 1 only: with more threads the work runs on other threads too).
+One JSON line per path.
 Results go into BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -38,12 +44,13 @@ CONFIGS = {  # (model sizes, batch, frames)
     "blizzard": (dict(rnn_dim=2048, emb_dim=1024, mlp_dim=1024, z_dim=256), 128, 40),
     "small": (dict(rnn_dim=128, emb_dim=64, mlp_dim=64, z_dim=32), 32, 40),
 }
-PATHS = {"eager": "off", "compiled": "default", "graphed": "max"}
+PATHS = {"eager": "off", "compiled": "default", "graphed": "max", "eager-nodefer": "off"}
 
 
 def make_step(sizes, cond_ln, path, precision, dev):
     torch.manual_seed(0)  # every path starts from the same weights
     model = build_model(ModelConfig(x_dim=200, cond_ln=cond_ln, **sizes)).to(dev)
+    model.defer_grads = not path.endswith("-nodefer")
     cfg = TrainConfig(lr=1e-3, aux_weight=0.01, kl_anneal=True, compile=PATHS[path],
                       precision=precision)
     return model, Stepper(model, make_optimizer(model, cfg), cfg, dev)
@@ -97,7 +104,12 @@ def main():
     ap.add_argument("--batch", type=int, default=0, help="override the config's batch size")
     ap.add_argument("--cond-ln", action="store_true")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table (stderr) per path")
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="wall time, or this thread's CPU time (CPU, --threads 1)")
     args = ap.parse_args()
+    if args.clock == "thread" and (args.threads != 1 or args.device != "cpu"):
+        ap.error("--clock thread needs --device cpu --threads 1")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -124,11 +136,11 @@ def main():
         for _ in range(args.repeats):
             for path, r in runs.items():  # alternating blocks: load changes hit every path alike
                 sync()
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(args.updates):
                     r["step"](batch, draw_noise(r["model"], batch, r["gen"]))
                 sync()
-                r["best"] = min(r["best"], (time.perf_counter() - t0) / args.updates)
+                r["best"] = min(r["best"], (clock() - t0) / args.updates)
         peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         base = runs[args.paths[0]]["best"]
@@ -138,7 +150,7 @@ def main():
                    "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                                    else platform.processor() or platform.machine()),
                    "threads": args.threads, "params": count_parameters(r["model"]), "batch": B,
-                   "frames": T, "ms_per_update": round(1000 * r["best"], 2),
+                   "frames": T, "clock": args.clock, "ms_per_update": round(1000 * r["best"], 2),
                    "frames_per_s": round(B * T / r["best"], 1),
                    "speedup_vs_" + args.paths[0]: round(base / r["best"], 3),
                    "compile_s": round(max(r["first"] - r["best"], 0.0), 1),

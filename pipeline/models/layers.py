@@ -29,9 +29,10 @@ class GaussianMLP(nn.Module):
         self.l1 = nn.Linear(in_dim, hidden)
         self.l2 = nn.Linear(hidden, 2 * out_dim)
 
-    def from_hidden(self, pre: torch.Tensor):
-        """Finish the MLP given the first layer's pre-activation (lets callers fuse l1)."""
-        mu, logvar = self.l2(lrelu(pre)).clamp(-CLAMP, CLAMP).chunk(2, dim=-1)
+    def from_hidden(self, pre: torch.Tensor, l2=None):
+        """Finish the MLP given the first layer's pre-activation (lets callers fuse l1);
+        `l2`: a callable standing in for the second layer (a step loop's StepLinear)."""
+        mu, logvar = (l2 or self.l2)(lrelu(pre)).clamp(-CLAMP, CLAMP).chunk(2, dim=-1)
         return mu, logvar
 
     def forward(self, x: torch.Tensor):
@@ -147,3 +148,89 @@ def cond_ln_hidden(pre_h: torch.Tensor, gain_shift: torch.Tensor) -> torch.Tenso
     from z_t, already clamped to [-3, 3]."""
     g, s = gain_shift.chunk(2, dim=-1)
     return layer_norm(pre_h) * (1.0 + g) + s
+
+
+class DeferredStepGrads:
+    """For a model with a step loop: `step_linear` gives the loop's StepLinear for a weight,
+    deferred when `defer_grads` is on and the weight has at least `defer_min_numel`
+    elements. Below that, on the CPU measured, the deferral's per-step Python cost exceeds
+    what the single product saves (docs/model.md). Tests and benchmarks/train_speed.py set
+    both on an instance."""
+    defer_grads = True
+    defer_min_numel = 2 ** 18
+
+    def step_linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                    defer: bool = True) -> "StepLinear":
+        return StepLinear(weight, bias, defer and self.defer_grads
+                          and weight.numel() >= self.defer_min_numel)
+
+
+class StepLinear:
+    """x_t W^T + b inside a step loop, step t given by the caller (docs/model.md, "Weight
+    gradients of the step loops").
+
+    Plain autograd computes a weight used at every step its gradient step by step, a
+    product over the batch's rows (K = B), and adds each into the weight's gradient. With
+    `defer` the per-step backward returns only the input gradient g_t W and keeps g_t; after
+    every step's backward has run, one product over all T * B rows gives dW = G^T X (and
+    db = the sum of G's rows): the same gradient, summed in another order. It defers only
+    while autograd records, outside torch.compile and autocast; otherwise it is F.linear.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, defer: bool = True):
+        self.weight, self.bias = weight, bias
+        grads = weight.requires_grad or (bias is not None and bias.requires_grad)
+        self.defer = (defer and grads and torch.is_grad_enabled()
+                      and not torch.compiler.is_compiling()
+                      and not torch.is_autocast_enabled(weight.device.type))
+        if self.defer:
+            self.stash = {"w": weight.detach(), "b": None if bias is None else bias.detach(),
+                          "x": {}, "g": {}}
+            # made from W and b and read by every step: autograd counts those edges and runs
+            # its backward (the one product) only after every step's backward, even though
+            # the steps return no gradient for it (a zero would cost an addition a step)
+            self.token = _CollectGrads.apply(self.stash, weight, bias)
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        if not self.defer:
+            return F.linear(x, self.weight, self.bias)
+        return _DeferredLinear.apply(x, self.token, self.stash, t)
+
+
+class _DeferredLinear(torch.autograd.Function):
+    """One step's x_t W^T + b: its backward gives x_t's gradient and keeps g_t for W's."""
+
+    @staticmethod
+    def forward(ctx, x, token, stash, t):
+        ctx.stash, ctx.t = stash, t
+        stash["x"][t] = x.detach()
+        return F.linear(x, stash["w"], stash["b"])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        ctx.stash["g"][ctx.t] = g
+        gx = g.matmul(ctx.stash["w"]) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None
+
+
+class _CollectGrads(torch.autograd.Function):
+    """A scalar zero made from W (and b): its backward turns the kept step gradients into
+    W's and b's in one product over all steps' rows."""
+
+    @staticmethod
+    def forward(ctx, stash, weight, bias):
+        ctx.stash = stash
+        return weight.new_zeros(())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _):
+        stash = ctx.stash
+        steps = sorted(stash["g"])  # steps whose output reached the loss
+        G = torch.stack([stash["g"][t] for t in steps]).flatten(0, -2)
+        X = torch.stack([stash["x"][t] for t in steps]).flatten(0, -2)
+        stash["g"].clear()
+        dw = G.t().matmul(X) if ctx.needs_input_grad[1] else None
+        db = G.sum(0) if ctx.needs_input_grad[2] else None
+        return None, dw, db

@@ -25,10 +25,10 @@ from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import (Terms, add_shared, first_input, gather_time, latent_terms, output_head,
                    reverse_index, samples_in, tile)
-from .layers import Embedding, GaussianMLP, lrelu, make_lstm
+from .layers import DeferredStepGrads, Embedding, GaussianMLP, lrelu, make_lstm
 
 
-class SRNN(nn.Module):
+class SRNN(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output")  # as ZForcing.reads
@@ -80,13 +80,18 @@ class SRNN(nn.Module):
         B = k * B
         w_z = torch.cat([w_p[:, :z_dim], w_q[:, :z_dim]], 0)                 # one matmul on z_{t-1}
 
+        # the loop's weights, each one's gradient one product after the loop (layers.py)
+        lin_z = self.step_linear(w_z)
+        lin_p2 = self.step_linear(self.prior.l2.weight, self.prior.l2.bias)
+        lin_q2 = self.step_linear(self.post.l2.weight, self.post.l2.bias)
+
         z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
         mps, lps, mqs, lqs, zs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for pd, qa, e in zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0)):
-            hp, hq = F.linear(z, w_z).split([m, m], dim=-1)
-            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp))
-            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq))
+        for t, (pd, qa, e) in enumerate(zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0))):
+            hp, hq = lin_z(z, t).split([m, m], dim=-1)
+            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp), lambda a: lin_p2(a, t))
+            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq), lambda a: lin_q2(a, t))
             mu_q = mu_p + dmu                                                 # Res_q
             z = mu_q + torch.exp(0.5 * lv_q) * e
             mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..datasets.batches import Batch
 from .base import Terms, add_shared, first_input, latent_terms, output_head, samples_in, tile
-from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
+from .layers import DeferredStepGrads, Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update
 
 
-class VRNN(nn.Module):
+class VRNN(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output")  # as ZForcing.reads
@@ -89,17 +89,22 @@ class VRNN(nn.Module):
         w_z = self.w_ih.weight[:, e:]                                      # sliced once, not per step
         w_g = torch.cat([w_q[:, e:], self.w_hh.weight], 0)                 # one matmul on g_t
 
+        # the loop's weights, each one's gradient one product after the loop (layers.py)
+        lin_z, lin_g = self.step_linear(w_z), self.step_linear(w_g)
+        lin_q2 = self.step_linear(self.post.l2.weight, self.post.l2.bias)
+        lin_phi = self.step_linear(self.phi_z.weight, self.phi_z.bias)
+
         g = c = mask.new_zeros(B, r)
         hh = mask.new_zeros(B, 4 * r)                                      # W_hh g_0 = 0
         phz = mask.new_zeros(B, cfg.mlp_dim)                               # phi_z(z_0) = 0
         gs, mus, lvs, zs, phzs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for px, qy, e in zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0)):
-            g, c = lstm_update(add_shared(px, hh) + F.linear(phz, w_z), c)
-            hq, hh = F.linear(g, w_g).split([cfg.mlp_dim, 4 * r], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq))
+        for t, (px, qy, e) in enumerate(zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0))):
+            g, c = lstm_update(add_shared(px, hh) + lin_z(phz, t), c)
+            hq, hh = lin_g(g, t).split([cfg.mlp_dim, 4 * r], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq), lambda a: lin_q2(a, t))
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            phz = lrelu(self.phi_z(z))
+            phz = lrelu(lin_phi(z, t))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
         G = torch.stack(gs)
         mu_p, lv_p = self._prior(G)

@@ -20,11 +20,11 @@ from ..datasets.batches import Batch
 from .base import (Terms, check_batch, first_input, gather_time, latent_terms, output_head,
                    reverse_index, add_shared, samples_in, tile)
 from .distributions import BernoulliOutput, GaussianOutput, gaussian_log_prob
-from .layers import (GaussianMLP, LayerNormLSTMInput, cond_ln_hidden, init_lstm_, input_embedding,
-                     lrelu, lstm_update, make_lstm)
+from .layers import (DeferredStepGrads, GaussianMLP, LayerNormLSTMInput, cond_ln_hidden,
+                     init_lstm_, input_embedding, lrelu, lstm_update, make_lstm)
 
 
-class ZForcing(nn.Module):
+class ZForcing(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
     # the ModelConfig fields it and the trainer read (tests/test_model_reads.py): a training
@@ -78,11 +78,27 @@ class ZForcing(nn.Module):
         the loop would make autograd build a full-size zero gradient for every step."""
         return None if self.cfg.cond_ln else self.w_ih.weight[:, self.cfg.emb_dim:]
 
-    def _gates(self, pre_x, hh, z, w_z):
-        """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
+    def _step_linears(self, w_h: torch.Tensor | None = None, defer: bool = False) -> dict:
+        """The weights every step reads after the fused h_{t-1} product `w_h`, as
+        StepLinear: with `defer`, each one's gradient is one product after the loop."""
+        def lin(weight, bias=None):
+            return self.step_linear(weight, bias, defer)
+        step = {"q2": lin(self.post.l2.weight, self.post.l2.bias)}
+        if w_h is not None:
+            step["h"] = lin(w_h)
         if self.cfg.cond_ln:
-            return add_shared(pre_x, cond_ln_hidden(hh, self.z_ln(z).clamp(-3.0, 3.0)))
-        return add_shared(pre_x, hh) + F.linear(self.z_proj(z), w_z)
+            step["ln1"] = lin(self.z_ln[0].weight, self.z_ln[0].bias)
+            step["ln2"] = lin(self.z_ln[2].weight, self.z_ln[2].bias)
+        else:
+            step["zp"], step["wz"] = lin(self.z_proj.weight, self.z_proj.bias), lin(self._z_weight())
+        return step
+
+    def _gates(self, pre_x, hh, z, step: dict, t: int):
+        """LSTM pre-activations at step t given the input part, W_hh h_{t-1} and z_t."""
+        if self.cfg.cond_ln:
+            gain_shift = step["ln2"](lrelu(step["ln1"](z, t)), t).clamp(-3.0, 3.0)
+            return add_shared(pre_x, cond_ln_hidden(hh, gain_shift))
+        return add_shared(pre_x, hh) + step["wz"](step["zp"](z, t), t)
 
     def _features(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
         """What the output head reads: h_t, or with model.lrelu_head lrelu(W h_t + W' emb(x_t))."""
@@ -129,17 +145,17 @@ class ZForcing(nn.Module):
         # k samples per sequence: the data-only work above is shared, the rest runs on k * B rows
         b_k, mask, y, B = tile(b_t, k, 1), tile(mask, k), tile(batch.y, k), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
-        w_z = self._z_weight()
+        step = self._step_linears(w_h, defer=True)
 
         h = c = mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
         # unbind, not [t]: indexing would make autograd build a full (T, B, .) zero gradient
         # per step, quadratic in T (MNIST's 784 steps: 53 s an update instead of 3 s)
-        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
-            hh, hq = F.linear(h, w_h).split([4 * r, cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
+        for t, (px, qb, e) in enumerate(zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0))):
+            hh, hq = step["h"](h, t).split([4 * r, cfg.mlp_dim], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), lambda a: step["q2"](a, t))
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            h, c = lstm_update(self._gates(px, hh, z, w_z), c)
+            h, c = lstm_update(self._gates(px, hh, z, step, t), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
 
         H = torch.stack(hs)                                       # h_1..h_T
@@ -169,13 +185,13 @@ class ZForcing(nn.Module):
         dev = self.w_hh.weight.device
         h = c = torch.zeros(n, cfg.rnn_dim, device=dev)
         x = first_input(cfg, n, dev, first)
-        ys, w_z = [], self._z_weight()
-        for _ in range(steps):
+        ys, step = [], self._step_linears()
+        for t in range(steps):
             mu_p, lv_p = self.prior(h)
             z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
             ex = self.emb(x)
             pre_x = self._input_preacts(ex.unsqueeze(0))[0]
-            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step, t), c)
             f = self._features(h, ex)
             x = self.out.sample(f) if sample_output else self.out.mean(f)
             ys.append(x)
@@ -209,13 +225,13 @@ class ZForcing(nn.Module):
         b = gather_time(self.bwd_rnn(gather_time(self.emb.backward_path(batch.y), rev))[0],
                         rev).transpose(0, 1)
         h = c = mask.new_zeros(B, r)
-        x, w_z, ys = batch.x[:, 0], self._z_weight(), []
+        x, step, ys = batch.x[:, 0], self._step_linears(), []
         for t in range(T):
             mu_q, lv_q = self.post(torch.cat([h, b[t]], -1))
             z = mu_q + torch.exp(0.5 * lv_q) * _randn(mu_q, generator)
             ex = self.emb(x)
             pre_x = self._input_preacts(ex.unsqueeze(0))[0]
-            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, w_z), c)
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step, t), c)
             f = self._features(h, ex)
             if sample_output:
                 x = y = _draw_output(self.out, f, generator)

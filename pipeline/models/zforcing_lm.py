@@ -24,12 +24,13 @@ from ..datasets.batches import Batch
 from .base import (Terms, add_shared, check_batch, gather_time, latent_terms, output_head,
                    reverse_index, samples_in, tile)
 from .distributions import gaussian_log_prob
-from .layers import Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update, make_lstm
+from .layers import (DeferredStepGrads, Embedding, GaussianMLP, init_lstm_, lrelu, lstm_update,
+                     make_lstm)
 
 BOS_ID = 1  # <S>: the first input of every sentence (pipeline.datasets.text)
 
 
-class ZForcingLM(nn.Module):
+class ZForcingLM(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
     # as ZForcing.reads; cond_ln only to refuse it
@@ -69,9 +70,13 @@ class ZForcingLM(nn.Module):
         """W_ih emb(x) + b + forget-gate 1, for tokens of any shape (..., ) -> (..., 4r)."""
         return F.linear(self.emb(x), self.w_ih.weight, self.w_ih.bias) + self.forget_bias
 
-    def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t."""
-        return add_shared(pre_x, hh) + self.z_gates(lrelu(self.z_hid(z)))
+    def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor, step=None) -> torch.Tensor:
+        """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t; `step`: the step
+        loop's (StepLinear of z_hid, of z_gates, step index), as posterior_path passes it."""
+        if step is None:
+            return add_shared(pre_x, hh) + self.z_gates(lrelu(self.z_hid(z)))
+        lin_hid, lin_gates, t = step
+        return add_shared(pre_x, hh) + lin_gates(lrelu(lin_hid(z, t)), t)
 
     def cell(self, pre_x, h, c, z):
         """One step (h_t, c_t) from the input pre-activations, the previous state and z_t."""
@@ -106,14 +111,19 @@ class ZForcingLM(nn.Module):
         b_t, B = tile(b_t, k, 1), k * B
         w_h = torch.cat([self.w_hh.weight, w_q[:, :r]], 0)       # one matmul on h_{t-1}
         eps = noise.transpose(0, 1)
+        # the loop's weights, each one's gradient one product after the loop (layers.py)
+        lin_h = self.step_linear(w_h)
+        lin_q2 = self.step_linear(self.post.l2.weight, self.post.l2.bias)
+        lin_hid = self.step_linear(self.z_hid.weight, self.z_hid.bias)
+        lin_gates = self.step_linear(self.z_gates.weight)
         h = c = batch.mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
-            hh, hq = F.linear(h, w_h).split([4 * r, self.cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq))
+        for t, (px, qb, e) in enumerate(zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0))):
+            hh, hq = lin_h(h, t).split([4 * r, self.cfg.mlp_dim], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), lambda a: lin_q2(a, t))
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            h, c = lstm_update(self.gates(px, hh, z), c)
+            h, c = lstm_update(self.gates(px, hh, z, (lin_hid, lin_gates, t)), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
         return torch.stack(hs), torch.stack(zs), torch.stack(mus), torch.stack(logvars), b_t
 
