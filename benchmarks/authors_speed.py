@@ -17,6 +17,8 @@ Modes (each runs in fresh child processes, so the kernel switches are read at to
   exact  ours in a child started with the stages' pins (stages.kernels.pin_cpu_kernels,
          ours as the stages run it with `numerics: exact`), the authors' model in a child
          with none; --rounds pairs of children, alternating, 2 blocks in each child.
+  pinned like fast, but both sides pinned (like for like: what the authors' model would
+         cost under the same pins)
 One JSON line per config and mode: ms per update of each side, authors_over_ours (above 1:
 ours is faster), the CPU model, threads and torch version.
 """
@@ -167,8 +169,8 @@ def run_child(side: str, config: str, pinned: bool, repeats: int, args) -> dict:
 
 
 def measure(config: str, mode: str, args) -> dict:
-    if mode == "fast":
-        res = run_child("both", config, False, args.rounds, args)
+    if mode in ("fast", "pinned"):
+        res = run_child("both", config, mode == "pinned", args.rounds, args)
         best = res["ms_per_update"]
     else:
         best = {s: float("inf") for s in SIDES}
@@ -181,7 +183,7 @@ def measure(config: str, mode: str, args) -> dict:
            "authors_over_ours": round(best["authors"] / best["ours"], 3),
            "rnn_dim": r, "emb_dim": e, "mlp_dim": m, "z_dim": z, "batch": B, "frames": T,
            "cond_ln": cond_ln, "z_force": args.z_force, "use_l2": args.use_l2, "bwd": args.bwd,
-           "ours_pinned": mode == "exact", "rounds": args.rounds, "updates": args.updates,
+           "ours_pinned": mode != "fast", "authors_pinned": mode == "pinned", "rounds": args.rounds, "updates": args.updates,
            "clock": "thread_time", "machine": cpu_model(), "threads": res["threads"],
            "torch": res["torch"]}
     if args.profile and "profile" in res:
@@ -195,10 +197,11 @@ def main(argv=None):
                     help="sizes: timit (rnn 1024, emb 512, mlp 512, z 256, batch 32 x 40 frames), "
                          "timit_cln (the same with cond_ln), small (rnn 128, emb 64, mlp 64, "
                          "z 32, 32 x 40), tiny (for the test)")
-    ap.add_argument("--modes", nargs="+", choices=("fast", "exact"), default=["fast"],
-                    help="fast: both unpinned in one process; exact: ours pinned (see above)")
+    ap.add_argument("--modes", nargs="+", choices=("fast", "exact", "pinned"), default=["fast"],
+                    help="fast: both unpinned in one process; exact: ours pinned, theirs not, "
+                         "two processes; pinned: both pinned in one process (see above)")
     ap.add_argument("--rounds", type=int, default=3,
-                    help="fast: timed blocks per side; exact: pairs of child processes")
+                    help="fast, pinned: timed blocks per side; exact: pairs of child processes")
     ap.add_argument("--updates", type=int, default=3, help="updates per timed block")
     ap.add_argument("--warmup", type=int, default=1, help="untimed updates per side and process")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (intra-op)")
