@@ -23,8 +23,8 @@ PROTOCOL_KIND = {"timit": ("audio", 200), "blizzard": ("audio", 200), "mnist": (
 def model(params: dict, bench: str, row, kind: str, x_dim: int) -> dict:
     """Build the row's model on the meta device (no memory, no initialisation), so a bad
     model value stops here rather than in a training stage; return the model keys the row
-    reads, with their values (the training stage's own view: only_reads)."""
-    from pipeline.models import config_record, only_reads
+    reads, with their values (what the training stage trains with: only_reads)."""
+    from pipeline.models import config_record
     from pipeline.models.budget import param_count, resolve_budget
     from pipeline.models.distributions import OUTPUTS
     cfg = P.model_settings(params, bench, row, {"kind": kind, "x_dim": x_dim})
@@ -32,7 +32,7 @@ def model(params: dict, bench: str, row, kind: str, x_dim: int) -> dict:
         raise P.ParamError(f"model.output={cfg.output!r} ({bench}/{row.name}): expected one of "
                            f"{', '.join(sorted(OUTPUTS))}")
     param_count(resolve_budget(cfg))
-    return {k: v for k, v in config_record(only_reads(cfg)).items() if k not in ("name", "data", "x_dim")}
+    return {k: v for k, v in config_record(cfg).items() if k not in ("name", "data", "x_dim")}
 
 
 def check(params: dict) -> tuple[list[str], dict]:

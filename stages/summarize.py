@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 
 from stages import params as P
-from stages.common import run, write_json
+from stages.common import output_dir, run, write_json
 
 
 def cells(eval_dir: str, bench: str, rows: list, seeds: list) -> dict:
@@ -78,18 +76,11 @@ def main():
     table = cells(args.eval_dir, args.bench, rows, seeds)
     write_json(os.path.join(args.out, f"{args.bench}.json"), headline(table, quantity))
     write_json(os.path.join(args.out, f"{args.bench}_cells.json"), table)
-    curves = os.path.join(args.out, f"{args.bench}_valid")
-    tmp = tempfile.mkdtemp(prefix=f".{args.bench}_valid-", dir=args.out)
-    try:
+    with output_dir(os.path.join(args.out, f"{args.bench}_valid")) as tmp:
         for row in rows:
-            with open(os.path.join(tmp, f"{row}.tsv"), "w") as f:
+            with open(tmp / f"{row}.tsv", "w") as f:
                 f.write("update\tvalid_elbo_per_seq\n")
                 f.writelines(f"{u}\t{v!r}\n" for u, v in valid_curve(args.models, args.bench, row, seeds))
-        shutil.rmtree(curves, ignore_errors=True)
-        os.replace(tmp, curves)
-        os.chmod(curves, 0o755)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class GaussianMLP(nn.Module):
 
     def from_hidden(self, pre: torch.Tensor, l2=None):
         """Finish the MLP given the first layer's pre-activation (lets callers fuse l1);
-        `l2`: a callable standing in for the second layer (a step loop's StepLinear)."""
+        `l2`: a StepLinear standing in for the second layer in a step loop."""
         mu, logvar = (l2 or self.l2)(lrelu(pre)).clamp(-CLAMP, CLAMP).chunk(2, dim=-1)
         return mu, logvar
 
@@ -166,8 +166,8 @@ class DeferredStepGrads:
 
 
 class StepLinear:
-    """x_t W^T + b inside a step loop, step t given by the caller (docs/model.md, "Weight
-    gradients of the step loops").
+    """x_t W^T + b inside a step loop, called once a step (docs/model.md, "Weight gradients
+    of the step loops"); its calls are numbered, so each step's gradient keeps its place.
 
     Plain autograd computes a weight used at every step its gradient step by step, a
     product over the batch's rows (K = B), and adds each into the weight's gradient. With
@@ -186,15 +186,17 @@ class StepLinear:
         if self.defer:
             self.stash = {"w": weight.detach(), "b": None if bias is None else bias.detach(),
                           "x": {}, "g": {}}
+            self.steps = 0
             # made from W and b and read by every step: autograd counts those edges and runs
             # its backward (the one product) only after every step's backward, even though
             # the steps return no gradient for it (a zero would cost an addition a step)
             self.token = _CollectGrads.apply(self.stash, weight, bias)
 
-    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.defer:
             return F.linear(x, self.weight, self.bias)
-        return _DeferredLinear.apply(x, self.token, self.stash, t)
+        self.steps += 1
+        return _DeferredLinear.apply(x, self.token, self.stash, self.steps)
 
 
 class _DeferredLinear(torch.autograd.Function):

@@ -88,10 +88,10 @@ class SRNN(DeferredStepGrads, nn.Module):
         z = mask.new_zeros(B, z_dim)                                          # z_0 = 0
         mps, lps, mqs, lqs, zs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for t, (pd, qa, e) in enumerate(zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0))):
-            hp, hq = lin_z(z, t).split([m, m], dim=-1)
-            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp), lambda a: lin_p2(a, t))
-            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq), lambda a: lin_q2(a, t))
+        for pd, qa, e in zip(p_d.unbind(0), q_a.unbind(0), eps.unbind(0)):
+            hp, hq = lin_z(z).split([m, m], dim=-1)
+            mu_p, lv_p = self.prior.from_hidden(add_shared(pd, hp), lin_p2)
+            dmu, lv_q = self.post.from_hidden(add_shared(qa, hq), lin_q2)
             mu_q = mu_p + dmu                                                 # Res_q
             z = mu_q + torch.exp(0.5 * lv_q) * e
             mps.append(mu_p), lps.append(lv_p), mqs.append(mu_q), lqs.append(lv_q), zs.append(z)

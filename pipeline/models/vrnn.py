@@ -99,12 +99,12 @@ class VRNN(DeferredStepGrads, nn.Module):
         phz = mask.new_zeros(B, cfg.mlp_dim)                               # phi_z(z_0) = 0
         gs, mus, lvs, zs, phzs = [], [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for t, (px, qy, e) in enumerate(zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0))):
-            g, c = lstm_update(add_shared(px, hh) + lin_z(phz, t), c)
-            hq, hh = lin_g(g, t).split([cfg.mlp_dim, 4 * r], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq), lambda a: lin_q2(a, t))
+        for px, qy, e in zip(pre_x.unbind(0), q_y.unbind(0), eps.unbind(0)):
+            g, c = lstm_update(add_shared(px, hh) + lin_z(phz), c)
+            hq, hh = lin_g(g).split([cfg.mlp_dim, 4 * r], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qy, hq), lin_q2)
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            phz = lrelu(lin_phi(z, t))
+            phz = lrelu(lin_phi(z))
             gs.append(g), mus.append(mu_q), lvs.append(lv_q), zs.append(z), phzs.append(phz)
         G = torch.stack(gs)
         mu_p, lv_p = self._prior(G)

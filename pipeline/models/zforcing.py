@@ -93,12 +93,12 @@ class ZForcing(DeferredStepGrads, nn.Module):
             step["zp"], step["wz"] = lin(self.z_proj.weight, self.z_proj.bias), lin(self._z_weight())
         return step
 
-    def _gates(self, pre_x, hh, z, step: dict, t: int):
-        """LSTM pre-activations at step t given the input part, W_hh h_{t-1} and z_t."""
+    def _gates(self, pre_x, hh, z, step: dict):
+        """LSTM pre-activations given the input part, W_hh h_{t-1} and z_t."""
         if self.cfg.cond_ln:
-            gain_shift = step["ln2"](lrelu(step["ln1"](z, t)), t).clamp(-3.0, 3.0)
+            gain_shift = step["ln2"](lrelu(step["ln1"](z))).clamp(-3.0, 3.0)
             return add_shared(pre_x, cond_ln_hidden(hh, gain_shift))
-        return add_shared(pre_x, hh) + step["wz"](step["zp"](z, t), t)
+        return add_shared(pre_x, hh) + step["wz"](step["zp"](z))
 
     def _features(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
         """What the output head reads: h_t, or with model.lrelu_head lrelu(W h_t + W' emb(x_t))."""
@@ -151,11 +151,11 @@ class ZForcing(DeferredStepGrads, nn.Module):
         hs, mus, logvars, zs = [], [], [], []
         # unbind, not [t]: indexing would make autograd build a full (T, B, .) zero gradient
         # per step, quadratic in T (MNIST's 784 steps: 53 s an update instead of 3 s)
-        for t, (px, qb, e) in enumerate(zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0))):
-            hh, hq = step["h"](h, t).split([4 * r, cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), lambda a: step["q2"](a, t))
+        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
+            hh, hq = step["h"](h).split([4 * r, cfg.mlp_dim], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), step["q2"])
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            h, c = lstm_update(self._gates(px, hh, z, step, t), c)
+            h, c = lstm_update(self._gates(px, hh, z, step), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
 
         H = torch.stack(hs)                                       # h_1..h_T
@@ -186,12 +186,12 @@ class ZForcing(DeferredStepGrads, nn.Module):
         h = c = torch.zeros(n, cfg.rnn_dim, device=dev)
         x = first_input(cfg, n, dev, first)
         ys, step = [], self._step_linears()
-        for t in range(steps):
+        for _ in range(steps):
             mu_p, lv_p = self.prior(h)
             z = mu_p + torch.exp(0.5 * lv_p) * torch.randn_like(mu_p)
             ex = self.emb(x)
             pre_x = self._input_preacts(ex.unsqueeze(0))[0]
-            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step, t), c)
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step), c)
             f = self._features(h, ex)
             x = self.out.sample(f) if sample_output else self.out.mean(f)
             ys.append(x)
@@ -231,7 +231,7 @@ class ZForcing(DeferredStepGrads, nn.Module):
             z = mu_q + torch.exp(0.5 * lv_q) * _randn(mu_q, generator)
             ex = self.emb(x)
             pre_x = self._input_preacts(ex.unsqueeze(0))[0]
-            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step, t), c)
+            h, c = lstm_update(self._gates(pre_x, self.w_hh(h), z, step), c)
             f = self._features(h, ex)
             if sample_output:
                 x = y = _draw_output(self.out, f, generator)

@@ -70,13 +70,12 @@ class ZForcingLM(DeferredStepGrads, nn.Module):
         """W_ih emb(x) + b + forget-gate 1, for tokens of any shape (..., ) -> (..., 4r)."""
         return F.linear(self.emb(x), self.w_ih.weight, self.w_ih.bias) + self.forget_bias
 
-    def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor, step=None) -> torch.Tensor:
-        """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t; `step`: the step
-        loop's (StepLinear of z_hid, of z_gates, step index), as posterior_path passes it."""
-        if step is None:
-            return add_shared(pre_x, hh) + self.z_gates(lrelu(self.z_hid(z)))
-        lin_hid, lin_gates, t = step
-        return add_shared(pre_x, hh) + lin_gates(lrelu(lin_hid(z, t)), t)
+    def gates(self, pre_x: torch.Tensor, hh: torch.Tensor, z: torch.Tensor,
+              z_hid=None, z_gates=None) -> torch.Tensor:
+        """LSTM pre-activations from the input part, W_hh h_{t-1} and z_t; z_hid, z_gates:
+        the step loop's StepLinear for those layers (posterior_path), else the layers."""
+        z_hid, z_gates = z_hid or self.z_hid, z_gates or self.z_gates
+        return add_shared(pre_x, hh) + z_gates(lrelu(z_hid(z)))
 
     def cell(self, pre_x, h, c, z):
         """One step (h_t, c_t) from the input pre-activations, the previous state and z_t."""
@@ -119,11 +118,11 @@ class ZForcingLM(DeferredStepGrads, nn.Module):
         h = c = batch.mask.new_zeros(B, r)
         hs, mus, logvars, zs = [], [], [], []
         # unbind, not [t]: indexing builds a full-size zero gradient per step (quadratic in T)
-        for t, (px, qb, e) in enumerate(zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0))):
-            hh, hq = lin_h(h, t).split([4 * r, self.cfg.mlp_dim], dim=-1)
-            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), lambda a: lin_q2(a, t))
+        for px, qb, e in zip(pre_x.unbind(0), q_b.unbind(0), eps.unbind(0)):
+            hh, hq = lin_h(h).split([4 * r, self.cfg.mlp_dim], dim=-1)
+            mu_q, lv_q = self.post.from_hidden(add_shared(qb, hq), lin_q2)
             z = mu_q + torch.exp(0.5 * lv_q) * e
-            h, c = lstm_update(self.gates(px, hh, z, (lin_hid, lin_gates, t)), c)
+            h, c = lstm_update(self.gates(px, hh, z, lin_hid, lin_gates), c)
             hs.append(h), mus.append(mu_q), logvars.append(lv_q), zs.append(z)
         return torch.stack(hs), torch.stack(zs), torch.stack(mus), torch.stack(logvars), b_t
 
