@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -143,15 +142,6 @@ def child(args):
 
 
 # -- parent: starts the children ---------------------------------------------------------------
-def environment(pinned: bool) -> dict:
-    sys.path.insert(0, str(ROOT))
-    from stages.kernels import PINS, pin_cpu_kernels
-    env = {k: v for k, v in os.environ.items() if k not in PINS}
-    if pinned:
-        pin_cpu_kernels(env)
-    return env
-
-
 def run_child(side: str, config: str, pinned: bool, repeats: int, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--config", config,
            "--threads", str(args.threads), "--updates", str(args.updates),
@@ -160,7 +150,9 @@ def run_child(side: str, config: str, pinned: bool, repeats: int, args) -> dict:
            "--z-force" if args.z_force else "--no-z-force"]
     cmd += ["--use-l2"] * args.use_l2 + ["--profile"] * args.profile
     cmd += ["--ours-root", args.ours_root] if args.ours_root else []
-    out = subprocess.run(cmd, env=environment(pinned), capture_output=True, text=True)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.pins import child_env
+    out = subprocess.run(cmd, env=child_env(pinned), capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     if args.profile:

@@ -46,12 +46,11 @@ MODES = ("fast", "exact", "exact+onednn", "fast+onednn", *ONE_PIN)
 def environment(mode: str) -> dict:
     # the parent only: importing `stages` pins this process's environment, so a child that
     # imported it would run pinned whatever its mode
-    from stages.kernels import PINS, pin_cpu_kernels
-    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    from benchmarks.pins import child_env
+    from stages.kernels import PINS
+    env = child_env(pinned=mode.startswith("exact"))
     if mode in ONE_PIN:
         env.update({k: PINS[k] for k in ONE_PIN[mode]})
-    elif mode.startswith("exact"):
-        pin_cpu_kernels(env)
     if mode.endswith("+onednn"):
         env["ZF_ROUTE_ONEDNN"] = "1"
     return env

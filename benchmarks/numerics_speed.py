@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -20,20 +19,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stages.kernels import PINS, pin_cpu_kernels  # noqa: E402
-
-
-def environment(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in PINS}
-    if mode == "exact":
-        pin_cpu_kernels(env)
-    return env
+from benchmarks.pins import child_env  # noqa: E402
 
 
 def ms_per_update(mode: str, config: str, args) -> float:
     cmd = [sys.executable, str(ROOT / "benchmarks/train_speed.py"), "--config", config, "--device", "cpu",
            "--threads", "1", "--updates", str(args.updates), "--repeats", "2"]
-    out = subprocess.run(cmd, env=environment(mode), capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env=child_env(mode == "exact"), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])["ms_per_update"]
 
 
