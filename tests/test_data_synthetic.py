@@ -1,6 +1,7 @@
 """The embedded espeak corpus: deterministic, speaker-disjoint, recording-like, prepares end to end."""
 import hashlib
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -71,3 +72,16 @@ def test_data_synthetic_prepares_with_the_timit_protocol(corpus, tmp_path):
     b = open_split(tmp_path / "p", "train", batch_size=4, shuffle=True, seed=0).batch(0, 0)
     assert b.x.dtype == b.y.dtype == np.float32 or str(b.x.dtype) == "torch.float32"
     assert abs(float(b.x.mean())) < 0.5 and 0.2 < float(b.x.std()) < 3
+
+
+def test_corpus_text_does_not_depend_on_the_interpreter(monkeypatch):
+    """The speech corpora read the Python docs shipped beside the code, not the interpreter's
+    pydoc_data, whose text changes between patch releases (3.11.2 and 3.11.7 differ)."""
+    import types
+    from pipeline.datasets import longform, synthetic
+    before = synthetic.sentences(), longform.reading_text()
+    fake = types.ModuleType("pydoc_data.topics")
+    fake.topics = {"x": "Another interpreter has another text here."}
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", fake)
+    assert (synthetic.sentences(), longform.reading_text()) == before
+    assert len(before[0]) > 300 and len(before[1]) > 30

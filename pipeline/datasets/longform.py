@@ -2,7 +2,7 @@
 long-form English, written as a few long WAV chapters and prepared with the Blizzard protocol.
 
 The Blizzard stand-in (an audiobook read by one speaker). The text is Python's own
-`pydoc_data.topics` read in order: one paragraph per topic, its plain sentences in order,
+`pydoc_data.topics` (CPython 3.11.7's, text_sources.pydoc_topics) read in order: one paragraph per topic, its plain sentences in order,
 so the reader reads connected prose, pausing between sentences and longer between
 paragraphs. Recording treatment (gain, coloured background noise) is the multi-speaker
 corpus's, once per chapter. Deterministic for a seed and interpreter (the text's sha256 is
@@ -62,7 +62,8 @@ class LongformConfig:
 def reading_text() -> list[list[str]]:
     """One paragraph per pydoc topic (sorted by name): its plain sentences in reading order.
     Headings, code, grammar and sentences with markup are left out."""
-    from pydoc_data.topics import topics
+    from .text_sources import pydoc_topics
+    topics = pydoc_topics()
     paragraphs = []
     for key in sorted(topics):
         text = topics[key].translate({0x201C: '"', 0x201D: '"', 0x2018: "'", 0x2019: "'"})

@@ -44,8 +44,9 @@ class SyntheticConfig:
 
 
 def sentences() -> list[str]:
-    """Plain English sentences from the Python docs that ship with the interpreter."""
-    from pydoc_data.topics import topics
+    """Plain English sentences from the Python docs (text_sources.pydoc_topics)."""
+    from .text_sources import pydoc_topics
+    topics = pydoc_topics()
     text = re.sub(r"\s+", " ", " ".join(topics[k] for k in sorted(topics)))
     keep = [s for s in re.split(r"(?<=[.!?])\s+", text)
             if re.fullmatch(r"[A-Z][A-Za-z ,;'-]+[.?!]", s) and 5 <= len(s.split()) <= 20]

@@ -7,6 +7,8 @@ record of its origin. Bad input raises BadInput with one line naming the file (a
   aclimdb_sentences(root)     the Stanford Large Movie Review Dataset v1 (aclImdb), already
                               downloaded and extracted under `root` (download_aclimdb).
   textfile_sentences(path)    a user's UTF-8 file, one sentence per line.
+
+pydoc_topics() is the English prose the synthetic speech corpora read aloud.
 """
 from __future__ import annotations
 
@@ -34,6 +36,22 @@ ACLIMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 ACLIMDB_BYTES = 84_125_825
 ACLIMDB_FOLDERS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
 REVIEWS_PER_TASK = 500  # reviews one worker process tokenises at a time
+# CPython 3.11.7's Lib/pydoc_data/topics.py (PSF licence), as sorted JSON: the interpreter's
+# own copy changes between patch releases (3.11.2's gives another corpus, hence other numbers)
+PYDOC_TOPICS = Path(__file__).with_name("pydoc_topics.json.gz")
+PYDOC_TOPICS_SHA256 = "c0a5315f3867c0f7c5f1d5d3200a72f7963b4e0d5d3ccfd90adf22ce89d4fd8a"
+
+
+def pydoc_topics() -> dict:
+    """{topic: text} of the Python docs the synthetic corpora read, the same on every
+    interpreter: the copy shipped beside this file, checked against its hash."""
+    import gzip
+    import json
+    raw = gzip.decompress(PYDOC_TOPICS.read_bytes())
+    if hashlib.sha256(raw).hexdigest() != PYDOC_TOPICS_SHA256:
+        raise BadInput(f"{PYDOC_TOPICS} is not the shipped text (sha256 differs): restore it with "
+                       f"`git checkout -- {PYDOC_TOPICS.name}` in its folder")
+    return json.loads(raw)
 
 
 @dataclass
