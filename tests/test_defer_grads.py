@@ -2,9 +2,11 @@
 gradients plain autograd computes step by step (docs/model.md, "Weight gradients of the
 step loops")."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from pipeline.config import TrainConfig
 from pipeline.datasets.batches import Batch
@@ -21,6 +23,7 @@ CASES = [("zforcing", {}, 4), ("zforcing", {"cond_ln": True}, 4),
          ("vrnn", {}, 4), ("vrnn_i", {}, 4), ("srnn", {}, 3),
          ("zforcing_lm", {"data": "tokens", "x_dim": 12, "bwd": 0.5}, 4)]
 T = 6
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _batch(B=3, D=4, lengths=(6, 4, 5), dtype=torch.float64, tokens=False):
@@ -125,3 +128,44 @@ def test_trainer_step_with_deferred_gradients(tiny_model_cfg):
         after.append([p.detach().clone() for p in model.parameters()])
     for plain, deferred in zip(*after):
         assert torch.allclose(plain, deferred, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_fused_z_layers_are_the_two_layers(tiny_model_cfg, defer):
+    """From `fuse_z_min_numel` on, z_t enters the LSTM through one map W_z W_p, built once
+    per forward: the same terms and gradients as z_proj then W_z, in float64."""
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg).double()
+    model.defer_grads, model.defer_min_numel = defer, 0
+    batch = _batch()
+    noise = torch.randn(model.noise_shape(batch), generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64)
+    got = {}
+    for fuse in (False, True):
+        model.fuse_z_min_numel = 0 if fuse else 2 ** 62
+        model.zero_grad(set_to_none=True)
+        terms = model(batch, noise)
+        loss = (-terms.log_px + 0.3 * terms.aux + 0.7 * terms.kl).mean()
+        if defer:  # w_h, the posterior's second layer and z's one or two layers, every step
+            assert _graph_nodes(loss.grad_fn).count("_DeferredLinearBackward") == (3 if fuse else 4) * T
+        loss.backward()
+        got[fuse] = ([terms.log_px, terms.kl, terms.aux],
+                     {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for a, b in zip(got[False][0], got[True][0]):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert got[False][1].keys() == got[True][1].keys()
+    for name, g in got[False][1].items():
+        assert torch.allclose(got[True][1][name], g, rtol=1e-10, atol=1e-12 * g.abs().max()), name
+    assert got[True][1]["z_proj.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("profile", ["default", "findings"])
+def test_z_layers_fuse_from_their_size_on(tiny_model_cfg, profile):
+    """W_ih's z share is 4r x m (64 x 8 = 512 here): the committed profiles' models stay under
+    the class threshold, so their runs keep their bytes; TIMIT's 4096 x 512 is over it."""
+    model = build_model(tiny_model_cfg)
+    for min_numel, fused in ((512, True), (513, False)):
+        model.fuse_z_min_numel = min_numel
+        assert isinstance(model._step_linears()["z"], StepLinear) == fused
+    sizes = yaml.safe_load((ROOT / "conf" / "profile" / f"{profile}.yaml").read_text())["model"]
+    assert 4 * sizes["rnn_dim"] * sizes["mlp_dim"] < type(model).fuse_z_min_numel <= 4 * 1024 * 512

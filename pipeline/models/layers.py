@@ -184,8 +184,12 @@ class StepLinear:
                       and not torch.compiler.is_compiling()
                       and not torch.is_autocast_enabled(weight.device.type))
         if self.defer:
-            self.stash = {"w": weight.detach(), "b": None if bias is None else bias.detach(),
-                          "x": {}, "g": {}}
+            w = weight.detach()
+            # the forward product reads W^T laid out row-major: a 32-row x W^T on a transposed
+            # view runs MKL's slower kernel (3.3 against 2.2 ms at 1024 x 4608, BENCHMARKS.md);
+            # the backward's g_t W reads W as it is
+            self.stash = {"w": w, "wt": w.t().contiguous(),
+                          "b": None if bias is None else bias.detach(), "x": {}, "g": {}}
             self.steps = 0
             # made from W and b and read by every step: autograd counts those edges and runs
             # its backward (the one product) only after every step's backward, even though
@@ -206,7 +210,8 @@ class _DeferredLinear(torch.autograd.Function):
     def forward(ctx, x, token, stash, t):
         ctx.stash, ctx.t = stash, t
         stash["x"][t] = x.detach()
-        return F.linear(x, stash["w"], stash["b"])
+        wt, b = stash["wt"], stash["b"]
+        return x.mm(wt) if b is None else torch.addmm(b, x, wt)  # a step's input: (rows, in)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -27,6 +27,9 @@ from .layers import (DeferredStepGrads, GaussianMLP, LayerNormLSTMInput, cond_ln
 class ZForcing(DeferredStepGrads, nn.Module):
     exact = False
     folds_samples = True
+    # z's two layers into the LSTM are one map from this size of W_ih's z share (4r x m) on:
+    # the TIMIT sizes' 2M elements, not the default profile's 32K, whose runs keep their bytes
+    fuse_z_min_numel = 2 ** 18
     # the ModelConfig fields it and the trainer read (tests/test_model_reads.py): a training
     # stage depends on these alone, so a change to another model key does not retrain this row
     reads = ("rnn_dim", "emb_dim", "mlp_dim", "z_dim", "dropout", "output", "z_force", "cond_ln",
@@ -90,7 +93,15 @@ class ZForcing(DeferredStepGrads, nn.Module):
             step["ln1"] = lin(self.z_ln[0].weight, self.z_ln[0].bias)
             step["ln2"] = lin(self.z_ln[2].weight, self.z_ln[2].bias)
         else:
-            step["zp"], step["wz"] = lin(self.z_proj.weight, self.z_proj.bias), lin(self._z_weight())
+            w_z, proj = self._z_weight(), self.z_proj
+            if w_z.numel() >= self.fuse_z_min_numel:
+                # z_proj and W_ih's z share, two linear maps with nothing between, as one map
+                # W_z W_p (4r x z) built once per forward: a step then does B z 4r multiply-adds,
+                # not B (z m + m 4r). Same function, other rounding (docs/model.md)
+                step["z"] = lin(w_z @ proj.weight, w_z @ proj.bias)
+            else:
+                zp, wz = lin(proj.weight, proj.bias), lin(w_z)
+                step["z"] = lambda z: wz(zp(z))
         return step
 
     def _gates(self, pre_x, hh, z, step: dict):
@@ -98,7 +109,7 @@ class ZForcing(DeferredStepGrads, nn.Module):
         if self.cfg.cond_ln:
             gain_shift = step["ln2"](lrelu(step["ln1"](z))).clamp(-3.0, 3.0)
             return add_shared(pre_x, cond_ln_hidden(hh, gain_shift))
-        return add_shared(pre_x, hh) + step["wz"](step["zp"](z))
+        return add_shared(pre_x, hh) + step["z"](z)
 
     def _features(self, h: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
         """What the output head reads: h_t, or with model.lrelu_head lrelu(W h_t + W' emb(x_t))."""
