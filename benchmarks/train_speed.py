@@ -5,6 +5,7 @@ for the eager, compiled and graphed training step.
     python benchmarks/train_speed.py --config timit blizzard --paths eager compiled graphed --device cuda
     python benchmarks/train_speed.py --config small --profile          # where the time goes
     python benchmarks/train_speed.py --config timit --paths eager eager-nodefer --clock thread
+    python benchmarks/train_speed.py --config timit --clock thread --keep-freed-memory
 
 Times the full step the trainer runs (forward, backward, clipping, fused Adam with the
 on-device skip flag) on random audio-shaped batches. Paths: eager (train.compile=off),
@@ -35,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bounds import draw_noise  # noqa: E402
 from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
+from pipeline.cpu_memory import keep_freed_memory  # noqa: E402
 from pipeline.datasets.batches import Batch  # noqa: E402
 from pipeline.models import build_model, count_parameters  # noqa: E402
 from pipeline.train import Stepper, make_optimizer  # noqa: E402
@@ -106,7 +108,10 @@ def main():
     ap.add_argument("--profile", action="store_true", help="torch.profiler table (stderr) per path")
     ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
                     help="wall time, or this thread's CPU time (CPU, --threads 1)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="glibc reuses freed blocks, as the train stage sets it (pipeline.cpu_memory)")
     args = ap.parse_args()
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     if args.clock == "thread" and (args.threads != 1 or args.device != "cpu"):
         ap.error("--clock thread needs --device cpu --threads 1")
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
@@ -154,7 +159,8 @@ def main():
                    "frames_per_s": round(B * T / r["best"], 1),
                    "speedup_vs_" + args.paths[0]: round(base / r["best"], 3),
                    "compile_s": round(max(r["first"] - r["best"], 0.0), 1),
-                   "peak_mem_mib": round(peak, 1), "torch": torch.__version__}
+                   "peak_mem_mib": round(peak, 1), "keep_freed_memory": kept,
+                   "torch": torch.__version__}
             if args.profile:
                 rec["profile"] = profile(r["step"], batch, r["model"], r["gen"])
             print(json.dumps(rec), flush=True)
