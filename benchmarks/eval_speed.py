@@ -59,6 +59,7 @@ def versus_elbo(name: str, size: str, args) -> dict:
     batch = Batch(x, x.roll(-1, 1), torch.ones(args.batch_size, args.frames))
     k = args.iwae_k
 
+    @torch.no_grad()  # as pipeline.bounds evaluates: no graph recorded
     def elbo_passes():
         for _ in range(k):
             model(batch, draw_noise(model, batch, g))
