@@ -73,7 +73,10 @@ def test_deferred_weight_gradients_are_the_step_by_step_ones(tiny_model_cfg, nam
         loss.backward()
         got[defer] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
                                       if p.grad is not None})
-    assert torch.equal(got[False][0], got[True][0])
+    # the deferred forward multiplies by a row-major copy of W^T, which MKL may sum in
+    # another order than the transposed view (it does under the stages' MKL_CBWR pin, set
+    # whenever a test has imported `stages` first)
+    assert torch.allclose(got[False][0], got[True][0], rtol=1e-12, atol=0)
     plain, deferred = got[False][1], got[True][1]
     assert plain.keys() == deferred.keys()
     for name, g in plain.items():
