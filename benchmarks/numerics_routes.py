@@ -17,11 +17,14 @@ Modes:
                 one pin each, to see where `exact`'s cost comes from
 Prints one JSON line per config: ms per update and the ratio to `fast`.
 
-    python benchmarks/numerics_routes.py --bytes
+    python benchmarks/numerics_routes.py --bytes [--against benchmarks/route_bytes.jsonl]
 
 The bytes of each route instead: Z-Forcing at the default profile's size trained 20 updates
 (one child per setting), the sha256 of its weights, under outer settings that move one
 library's choice (what another CPU would choose) while the route's pins stay in place.
+Each line names the CPU: the same route on two machines is the cross-vendor check, and
+benchmarks/route_bytes.jsonl keeps the lines of the machines it has run on (--against
+compares this machine's with them).
 """
 from __future__ import annotations
 
@@ -115,12 +118,32 @@ def child_bytes():
 
 # route -> {outer setting: what it emulates}; the route's pins are applied over each
 BYTES = {"exact": {"": "this CPU", "MKL_CBWR=AUTO": "MKL's own choice of branch",
+                   "MKL_CBWR=AVX2": "MKL's AVX2 branch (AUTO on AMD)",
                    "ONEDNN_MAX_CPU_ISA=AVX512_CORE": "oneDNN at AVX-512"},
          "exact+onednn": {"": "this CPU", "MKL_CBWR=AUTO": "MKL's own choice of branch",
                           "ONEDNN_MAX_CPU_ISA=AVX512_CORE": "oneDNN at AVX-512"}}
 
 
-def bytes_table():
+def cpu_name() -> str:
+    """The CPU's vendor, model name and widest vector ISA (/proc/cpuinfo): the hashes of two
+    machines are compared by route and outer setting, and named by this."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = info.get("flags", "").split()
+    isa = next((i for i in ("amx_tile", "avx512f", "avx2") if i in flags), "no AVX2")
+    return f"{info.get('vendor_id')} {info.get('model name')} ({isa})"
+
+
+def bytes_table(against: str | None):
+    """One JSON line per route and outer setting; with `against` (lines of an earlier run,
+    e.g. benchmarks/route_bytes.jsonl), each line also says whether the other machines
+    recorded there got the same hash."""
+    recorded = [json.loads(line) for line in open(against)] if against else []
     for route, outers in BYTES.items():
         for outer, what in outers.items():
             env = environment(route)
@@ -129,8 +152,12 @@ def bytes_table():
                 env[k] = v
             out = subprocess.run([sys.executable, __file__, "--child-bytes"], env=env,
                                  capture_output=True, text=True, check=True)
-            print(json.dumps({"route": route, "outer": outer or "(none)", "emulates": what,
-                              "sha256": out.stdout.split()[-1]}), flush=True)
+            line = {"cpu": cpu_name(), "route": route, "outer": outer or "(none)",
+                    "emulates": what, "sha256": out.stdout.split()[-1]}
+            others = {r["cpu"]: "same" if r["sha256"] == line["sha256"] else "differs"
+                      for r in recorded if (r["route"], r["outer"]) == (route, line["outer"])
+                      and r["cpu"] != line["cpu"]}
+            print(json.dumps({**line, **({"against": others} if against else {})}), flush=True)
 
 
 def child(argv):
@@ -149,9 +176,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--updates", type=int, default=0, help="per timed block (default: 10 small, 2 else)")
     ap.add_argument("--bytes", action="store_true", help="the bytes of each route, not its speed")
+    ap.add_argument("--against", help="--bytes: compare with the lines of an earlier run (a file)")
     args = ap.parse_args()
     if args.bytes:
-        return bytes_table()
+        return bytes_table(args.against)
     for config in args.config:
         updates = args.updates or (10 if config == "small" else 2)
         best = {m: float("inf") for m in args.modes}
