@@ -42,18 +42,6 @@ CONFIGS = {  # (rnn_dim, emb_dim, mlp_dim, z_dim), batch, frames, cond_ln
 SIDES = ("ours", "authors")
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
 # -- child: builds and times the models --------------------------------------------------------
 def _batch(config: str):
     import torch
@@ -170,6 +158,7 @@ def measure(config: str, mode: str, args) -> dict:
             for side in SIDES:
                 res = run_child(side, config, side == "ours", 2, args)
                 best[side] = min(best[side], res["ms_per_update"][side])
+    from benchmarks.machine import cpu_model  # run_child put the repository on sys.path
     (r, e, m, z), B, T, cond_ln = CONFIGS[config]
     rec = {"config": config, "mode": mode, "ms_per_update": best,
            "authors_over_ours": round(best["authors"] / best["ours"], 3),

@@ -124,26 +124,13 @@ BYTES = {"exact": {"": "this CPU", "MKL_CBWR=AUTO": "MKL's own choice of branch"
                           "ONEDNN_MAX_CPU_ISA=AVX512_CORE": "oneDNN at AVX-512"}}
 
 
-def cpu_name() -> str:
-    """The CPU's vendor, model name and widest vector ISA (/proc/cpuinfo): the hashes of two
-    machines are compared by route and outer setting, and named by this."""
-    info = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    flags = info.get("flags", "").split()
-    isa = next((i for i in ("amx_tile", "avx512f", "avx2") if i in flags), "no AVX2")
-    return f"{info.get('vendor_id')} {info.get('model name')} ({isa})"
-
-
 def bytes_table(against: str | None):
     """One JSON line per route and outer setting; with `against` (lines of an earlier run,
     e.g. benchmarks/route_bytes.jsonl), each line also says whether the other machines
     recorded there got the same hash."""
+    from benchmarks.machine import cpu_name
     recorded = [json.loads(line) for line in open(against)] if against else []
+    cpu = cpu_name()
     for route, outers in BYTES.items():
         for outer, what in outers.items():
             env = environment(route)
@@ -152,7 +139,7 @@ def bytes_table(against: str | None):
                 env[k] = v
             out = subprocess.run([sys.executable, __file__, "--child-bytes"], env=env,
                                  capture_output=True, text=True, check=True)
-            line = {"cpu": cpu_name(), "route": route, "outer": outer or "(none)",
+            line = {"cpu": cpu, "route": route, "outer": outer or "(none)",
                     "emulates": what, "sha256": out.stdout.split()[-1]}
             others = {r["cpu"]: "same" if r["sha256"] == line["sha256"] else "differs"
                       for r in recorded if (r["route"], r["outer"]) == (route, line["outer"])
