@@ -31,16 +31,13 @@ def code_hash(stage_file) -> str:
 
 
 def setup_torch(threads: int, device: str = "auto"):
-    """Fix the thread count (results depend on it), keep freed memory in the process and
-    pick the device: `auto` claims a free GPU for this stage's lifetime, or falls back to
-    CPU (stages/devices.py)."""
+    """Fix the thread count (results depend on it) and pick the device: `auto` claims a
+    free GPU for this stage's lifetime, or falls back to CPU (stages/devices.py)."""
     import torch
 
-    from pipeline.cpu_memory import keep_freed_memory
     from stages import devices
     from stages.kernels import pinned_torch_setup
     pinned_torch_setup(threads)  # thread count, full-precision fp32 matmuls; kernels pinned at import
-    keep_freed_memory()  # each step's freed blocks reused, not faulted in again: same numbers
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StageError(f"device {device!r} asked for, but CUDA is not available; "
                          "set train.device / eval.device to auto or cpu")

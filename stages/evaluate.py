@@ -72,6 +72,8 @@ def main():
     if not model_file.exists():
         raise StageError(f"{model_file} not found: run the train stage of {args.bench}/{args.row} first")
     device = setup_torch(opts.threads, opts.device)
+    from pipeline.cpu_memory import keep_freed_memory
+    keep_freed_memory()  # each step's freed blocks reused, not faulted in again: same numbers
 
     import numpy as np
     import torch

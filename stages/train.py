@@ -70,6 +70,8 @@ def main():
     if opts.nproc > 1 and not distributed.under_torchrun():
         _relaunch(opts)
     device = setup_torch(opts.threads, opts.device)
+    from pipeline.cpu_memory import keep_freed_memory
+    keep_freed_memory()  # each step's freed blocks reused, not faulted in again: same numbers
     ddp = distributed.from_env(device)  # None when this process trains alone
     main_rank = ddp is None or ddp.is_main
     world = ddp.world if ddp else 1
